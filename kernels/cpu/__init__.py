@@ -1,0 +1,7 @@
+"""Numba CPU kernels; each has the signature of its twin in ``kernels/reference.py``.
+
+Names missing here fall back to the NumPy reference (see ``minigen.backend``).
+"""
+from .attention import attention_backward, attention_forward  # noqa: F401
+from .conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad  # noqa: F401
+from .elementwise import erf  # noqa: F401

@@ -1,0 +1,180 @@
+"""NumPy reference kernels — the specification every fast kernel is tested against.
+
+Written for clarity, not speed: each function follows its defining sum as
+directly as NumPy allows. ``minigen.kernels.cpu`` (Numba) and
+``minigen.kernels.gpu`` (CuPy) provide the same functions with the same
+signatures; tests compare them with these on random shapes.
+
+Layouts follow PyTorch: images NCHW, conv weights ``(C_out, C_in/groups, kh, kw)``,
+attention tensors ``(batch, heads, time, dim)``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# --------------------------------------------------------------------------- helpers
+
+
+def conv_output_size(size, kernel, stride, padding, dilation):
+    """Output length of a convolution along one axis:
+    :math:`\\lfloor (n + 2p - d(k-1) - 1)/s \\rfloor + 1`."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _window(x_pad, p, q, stride, dilation, out_h, out_w):
+    """The strided slice of the padded input that kernel tap (p, q) multiplies."""
+    sh, sw = stride
+    dh, dw = dilation
+    return x_pad[:, :, p * dh: p * dh + sh * (out_h - 1) + 1: sh,
+                 q * dw: q * dw + sw * (out_w - 1) + 1: sw]
+
+
+def _pad(x, padding):
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+# --------------------------------------------------------------------------- conv2d
+
+
+def conv2d_forward(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+    """Cross-correlation, PyTorch's ``conv2d`` without bias:
+
+    .. math:: y_{n,o,i,j} = \\sum_{c,p,q} x_{n,\\,g(o) C_g + c,\\; i s_h + p d_h - p_h,\\; j s_w + q d_w - p_w}\\, w_{o,c,p,q}
+
+    where :math:`g(o)` is the group of output channel ``o`` and :math:`C_g` the
+    input channels per group; out-of-range input positions count as zero.
+    """
+    n, c_in, h, wd = x.shape
+    c_out, c_g, kh, kw = w.shape
+    out_h = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    out_w = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
+    x_pad = _pad(x, padding)
+    o_g = c_out // groups
+    y = np.zeros((n, c_out, out_h, out_w), dtype=np.result_type(x, w))
+    for g in range(groups):
+        xg = x_pad[:, g * c_g:(g + 1) * c_g]
+        wg = w[g * o_g:(g + 1) * o_g]
+        for p in range(kh):
+            for q in range(kw):
+                patch = _window(xg, p, q, stride, dilation, out_h, out_w)
+                y[:, g * o_g:(g + 1) * o_g] += np.einsum("nchw,oc->nohw", patch, wg[:, :, p, q])
+    return y
+
+
+def conv2d_input_grad(g, w, input_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+    """Gradient of :func:`conv2d_forward` w.r.t. its input — the transposed convolution.
+
+    Every output position scatters ``g * w`` back to the input positions it read:
+
+    .. math:: \\bar x_{n,c,\\,i s + p d - p_h,\\,j s + q d - p_w} \\mathrel{+}= \\sum_o \\bar y_{n,o,i,j}\\, w_{o,c,p,q}
+    """
+    n, c_in, h, wd = input_shape
+    c_out, c_g, kh, kw = w.shape
+    out_h, out_w = g.shape[2:]
+    ph, pw = padding
+    dx_pad = np.zeros((n, c_in, h + 2 * ph, wd + 2 * pw), dtype=np.result_type(g, w))
+    o_g = c_out // groups
+    for grp in range(groups):
+        gg = g[:, grp * o_g:(grp + 1) * o_g]
+        wg = w[grp * o_g:(grp + 1) * o_g]
+        target = dx_pad[:, grp * c_g:(grp + 1) * c_g]
+        for p in range(kh):
+            for q in range(kw):
+                _window(target, p, q, stride, dilation, out_h, out_w)[...] += np.einsum(
+                    "nohw,oc->nchw", gg, wg[:, :, p, q])
+    return dx_pad[:, :, ph:ph + h, pw:pw + wd]
+
+
+def conv2d_weight_grad(x, g, weight_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                       groups=1):
+    """Gradient of :func:`conv2d_forward` w.r.t. its weight:
+
+    .. math:: \\bar w_{o,c,p,q} = \\sum_{n,i,j} \\bar y_{n,o,i,j}\\, x_{n,\\,g(o)C_g+c,\\; i s + p d - p_h,\\; j s + q d - p_w}
+    """
+    c_out, c_g, kh, kw = weight_shape
+    out_h, out_w = g.shape[2:]
+    x_pad = _pad(x, padding)
+    o_g = c_out // groups
+    dw = np.zeros(weight_shape, dtype=np.result_type(x, g))
+    for grp in range(groups):
+        xg = x_pad[:, grp * c_g:(grp + 1) * c_g]
+        gg = g[:, grp * o_g:(grp + 1) * o_g]
+        for p in range(kh):
+            for q in range(kw):
+                patch = _window(xg, p, q, stride, dilation, out_h, out_w)
+                dw[grp * o_g:(grp + 1) * o_g, :, p, q] = np.einsum("nohw,nchw->oc", gg, patch)
+    return dw
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def attention_scores(q, k, mask=None, causal=False, scale=None):
+    """Scaled, masked scores :math:`S = QK^\\top/\\sqrt d` (+ mask), as float.
+
+    ``mask`` is boolean (True = may attend) or additive (added to the scores),
+    broadcastable to ``(B, H, Tq, Tk)``. ``causal`` hides keys after the query
+    (aligned at the end when Tq != Tk, as for a KV-cache).
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = (q @ np.swapaxes(k, -1, -2)) * scale
+    if causal:
+        tq, tk = q.shape[-2], k.shape[-2]
+        allowed = np.tril(np.ones((tq, tk), dtype=bool), k=tk - tq)
+        s = np.where(allowed, s, -np.inf)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf) if mask.dtype == np.bool_ else s + mask
+    return s.astype(q.dtype, copy=False)
+
+
+def attention_forward(q, k, v, mask=None, causal=False, scale=None):
+    """Scaled dot-product attention :math:`O = \\mathrm{softmax}(QK^\\top/\\sqrt d)\\,V`.
+
+    Returns ``(out, lse)`` where ``lse`` is the row-wise log-sum-exp of the scores
+    (what a fused backward needs to rebuild the softmax without storing it).
+    Rows whose keys are all masked give output 0 and ``lse = -inf``.
+    """
+    s = attention_scores(q, k, mask, causal, scale)
+    m = s.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = np.exp(s - m)
+    total = e.sum(axis=-1, keepdims=True)
+    p = np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+    with np.errstate(divide="ignore"):
+        lse = (np.log(total) + m)[..., 0]
+    return (p @ v).astype(q.dtype, copy=False), lse.astype(q.dtype, copy=False)
+
+
+def attention_backward(q, k, v, out, lse, grad_out, mask=None, causal=False, scale=None):
+    """Gradients of :func:`attention_forward` with :math:`P = e^{S - \\mathrm{lse}}`:
+
+    .. math::
+        \\bar V = P^\\top \\bar O,\\quad \\bar P = \\bar O V^\\top,\\quad
+        \\bar S = P \\odot (\\bar P - \\mathrm{rowsum}(\\bar O \\odot O)),\\quad
+        \\bar Q = \\tfrac{1}{\\sqrt d}\\bar S K,\\quad \\bar K = \\tfrac{1}{\\sqrt d}\\bar S^\\top Q
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = attention_scores(q, k, mask, causal, scale)
+    safe_lse = np.where(np.isfinite(lse), lse, np.inf)[..., None]
+    p = np.exp(s - safe_lse)
+    dv = np.swapaxes(p, -1, -2) @ grad_out
+    dp = grad_out @ np.swapaxes(v, -1, -2)
+    row = (grad_out * out).sum(axis=-1, keepdims=True)
+    ds = p * (dp - row)
+    dq = (ds @ k) * scale
+    dk = (np.swapaxes(ds, -1, -2) @ q) * scale
+    dt = q.dtype
+    return dq.astype(dt, copy=False), dk.astype(dt, copy=False), dv.astype(dt, copy=False)
+
+
+# --------------------------------------------------------------------------- element-wise
+
+_erf_scalar = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def erf(x):
+    """The error function :math:`\\operatorname{erf}(x)=\\frac{2}{\\sqrt\\pi}\\int_0^x e^{-t^2}dt`."""
+    return _erf_scalar(x).astype(x.dtype, copy=False)

@@ -1,0 +1,38 @@
+"""minigen — deep generative models from scratch, for people who learn them.
+
+The public surface mirrors PyTorch's names::
+
+    import minigen as mg
+    import minigen.nn as nn
+    import minigen.nn.functional as F
+
+    x = mg.randn(8, 3, requires_grad=True)
+    loss = (x ** 2).sum()
+    loss.backward()          # x.grad == 2 x
+"""
+from . import backend, random
+from .autograd import (Function, Tensor, enable_grad, is_grad_enabled, no_grad,
+                       set_grad_enabled)
+from . import autograd
+from .ops import *  # noqa: F401,F403 - tensor constructors and ops under PyTorch's names
+from .ops import (abs, all, any, max, min, pow, sum)  # noqa: A004 - shadowing is the point
+from .random import get_rng_state, manual_seed, set_rng_state
+from .backend import cuda_available
+
+float32 = __import__("numpy").float32
+float64 = __import__("numpy").float64
+int64 = __import__("numpy").int64
+bool_ = __import__("numpy").bool_
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Import the heavier sub-packages on first use (mg.nn, mg.optim, mg.save, ...).
+    import importlib
+
+    if name in ("nn", "optim"):
+        return importlib.import_module(f".{name}", __name__)
+    if name in ("save", "load"):
+        return getattr(importlib.import_module(".serialization", __name__), name)
+    raise AttributeError(f"module 'minigen' has no attribute {name!r}")

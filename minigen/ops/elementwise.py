@@ -1,0 +1,416 @@
+"""Element-wise arithmetic: + - * / ** neg exp log sqrt abs clamp where maximum minimum.
+
+Each backward formula is the textbook derivative, written with these same ops
+so that it can itself be differentiated. Broadcasting is undone by
+:func:`~minigen.ops._util.sum_to_shape` in :func:`grad_for`.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Function, Tensor
+from ._util import sum_to_shape
+
+
+def grad_for(x, make_grad):
+    """Gradient for input ``x``: ``make_grad()`` summed back to ``x``'s shape,
+    or ``None`` when ``x`` is a constant (then ``make_grad`` is never called)."""
+    if isinstance(x, Tensor) and x.requires_grad:
+        return sum_to_shape(make_grad(), x.shape)
+    return None
+
+
+def _promote(a, b):
+    """PyTorch's promotion for mixed operands: an integer or bool tensor meeting a
+    float tensor or a Python float takes the float's dtype (NumPy would pick float64)."""
+    a_float = getattr(a, "dtype", None) is not None and a.dtype.kind == "f"
+    b_float = getattr(b, "dtype", None) is not None and b.dtype.kind == "f"
+    if hasattr(a, "dtype") and not a_float:
+        if b_float:
+            a = a.astype(b.dtype)
+        elif isinstance(b, float):
+            a = a.astype(np.float32)
+    if hasattr(b, "dtype") and not b_float:
+        if a_float:
+            b = b.astype(a.dtype)
+        elif isinstance(a, float):
+            b = b.astype(np.float32)
+    return a, b
+
+
+def _check_devices(name, *operands):
+    devices = {backend.device_of(x.data) for x in operands if isinstance(x, Tensor)}
+    if len(devices) > 1:
+        raise ValueError(f"{name}: operands are on different devices {sorted(devices)}")
+
+
+def _operand(x):
+    """Accept Tensors, Python numbers and arrays (arrays become constant tensors)."""
+    if isinstance(x, (Tensor, numbers.Number)):
+        return x
+    return Tensor(x)
+
+
+class Add(Function):
+    """d(a+b)/da = 1, d(a+b)/db = 1."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = _promote(a, b)
+        return a + b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.inputs
+        return grad_for(a, lambda: g), grad_for(b, lambda: g)
+
+
+class Sub(Function):
+    """d(a-b)/da = 1, d(a-b)/db = -1."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = _promote(a, b)
+        return a - b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.inputs
+        return grad_for(a, lambda: g), grad_for(b, lambda: -g)
+
+
+class Mul(Function):
+    """d(ab)/da = b, d(ab)/db = a."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = _promote(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.inputs
+        return grad_for(a, lambda: g * b), grad_for(b, lambda: g * a)
+
+
+class Div(Function):
+    """d(a/b)/da = 1/b, d(a/b)/db = -a/b^2."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = _promote(a, b)
+        out = a / b
+        if out.dtype == np.float64 and not (
+            getattr(a, "dtype", None) == np.float64 or getattr(b, "dtype", None) == np.float64
+        ):
+            out = out.astype(np.float32)  # int / int -> float32, as in PyTorch
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.inputs
+        return grad_for(a, lambda: g / b), grad_for(b, lambda: -g * a / (b * b))
+
+
+class Pow(Function):
+    """d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log a (taken as 0 where a <= 0)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = _promote(a, b)
+        return a ** b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.inputs
+
+        def grad_b():
+            a_t = a if isinstance(a, Tensor) else Tensor(a, dtype=g.dtype, device=g.device)
+            positive = a_t.data > 0
+            safe_a = where(positive, a_t, 1.0)
+            return g * where(positive, ctx.output * log(safe_a), 0.0)
+
+        return grad_for(a, lambda: g * b * a ** (b - 1)), grad_for(b, grad_b)
+
+
+class Maximum(Function):
+    """Gradient goes to the larger input; ties split it evenly."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = _promote(a, b)
+        xp = backend.array_module(a if hasattr(a, "shape") else b)
+        ctx.a_wins = xp.where(a > b, 1.0, xp.where(a == b, 0.5, 0.0)).astype(
+            np.result_type(a, b))
+        return xp.maximum(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.inputs
+        return grad_for(a, lambda: g * ctx.a_wins), grad_for(b, lambda: g * (1.0 - ctx.a_wins))
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+class Exp(Function):
+    """d e^x / dx = e^x (the saved output)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return backend.array_module(a).exp(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.output
+
+
+class Log(Function):
+    """d log x / dx = 1/x."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return backend.array_module(a).log(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / ctx.inputs[0]
+
+
+class Sqrt(Function):
+    """d sqrt(x)/dx = 1 / (2 sqrt(x))."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return backend.array_module(a).sqrt(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / (2.0 * ctx.output)
+
+
+class Abs(Function):
+    """d|x|/dx = sign(x) (0 at 0, as in PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        xp = backend.array_module(a)
+        ctx.sign = xp.sign(a)
+        return xp.abs(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.sign
+
+
+class Clamp(Function):
+    """Gradient passes where min <= x <= max, else 0."""
+
+    @staticmethod
+    def forward(ctx, a, min=None, max=None):
+        xp = backend.array_module(a)
+        inside = xp.ones(a.shape, dtype=bool)
+        if min is not None:
+            inside &= a >= min
+        if max is not None:
+            inside &= a <= max
+        ctx.inside = inside
+        return xp.clip(a, min, max)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.inside
+
+
+class Where(Function):
+    """where(c, a, b): gradient to ``a`` where ``c``, to ``b`` elsewhere."""
+
+    @staticmethod
+    def forward(ctx, cond, a, b):
+        a, b = _promote(a, b)
+        xp = backend.array_module(cond)
+        ctx.cond = cond
+        return xp.where(cond, a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        _, a, b = ctx.inputs
+        return (None, grad_for(a, lambda: where(ctx.cond, g, 0.0)),
+                grad_for(b, lambda: where(ctx.cond, 0.0, g)))
+
+
+class Cast(Function):
+    """A dtype change; the gradient is cast back."""
+
+    @staticmethod
+    def forward(ctx, a, dtype):
+        ctx.dtype = a.dtype
+        return a.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.to(dtype=ctx.dtype), None
+
+
+class ToDevice(Function):
+    """A copy to another device; the gradient is copied back."""
+
+    @staticmethod
+    def forward(ctx, a, device):
+        ctx.device = backend.device_of(a)
+        return backend.to_device(a, device)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.to(ctx.device), None
+
+
+class Clone(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+# --------------------------------------------------------------------------- public API
+def _binary(fn, name):
+    def op(a, b):
+        a, b = _operand(a), _operand(b)
+        _check_devices(name, a, b)
+        return fn.apply(a, b)
+
+    op.__name__ = name
+    op.__doc__ = fn.__doc__
+    return op
+
+
+add = _binary(Add, "add")
+sub = _binary(Sub, "sub")
+mul = _binary(Mul, "mul")
+div = _binary(Div, "div")
+pow = _binary(Pow, "pow")
+maximum = _binary(Maximum, "maximum")
+
+
+def minimum(a, b):
+    """min(a, b) = -max(-a, -b)."""
+    return neg(maximum(neg(_operand(a)), neg(_operand(b))))
+
+
+def neg(x):
+    return Neg.apply(x)
+
+
+def exp(x):
+    return Exp.apply(x)
+
+
+def log(x):
+    return Log.apply(x)
+
+
+def sqrt(x):
+    return Sqrt.apply(x)
+
+
+def abs(x):  # noqa: A001 - PyTorch's name
+    return Abs.apply(x)
+
+
+def square(x):
+    return mul(x, x)
+
+
+def rsqrt(x):
+    return div(1.0, sqrt(x))
+
+
+def reciprocal(x):
+    return div(1.0, x)
+
+
+def clamp(x, min=None, max=None):  # noqa: A002 - PyTorch's names
+    """Clip to [min, max]; tensor bounds are handled as maximum/minimum."""
+    if isinstance(min, Tensor):
+        x, min = maximum(x, min), None
+    if isinstance(max, Tensor):
+        x, max = minimum(x, max), None
+    if min is None and max is None:
+        return x
+    return Clamp.apply(x, min=min, max=max)
+
+
+clip = clamp
+
+
+def where(condition, a, b):
+    """Element-wise ``a if condition else b`` (all three broadcast)."""
+    cond = condition.data if isinstance(condition, Tensor) else condition
+    if getattr(cond, "dtype", None) != np.bool_:
+        cond = backend.array_module(cond).asarray(cond).astype(bool)
+    a, b = _operand(a), _operand(b)
+    _check_devices("where", a, b)
+    return Where.apply(cond, a, b)
+
+
+def cast(x, dtype):
+    return Cast.apply(x, dtype)
+
+
+def to_device(x, device):
+    return ToDevice.apply(x, device)
+
+
+def clone(x):
+    return Clone.apply(x)
+
+
+def sign(x):
+    """Element-wise sign (no gradient: the derivative is 0 almost everywhere)."""
+    return Tensor._wrap(x.xp.sign(x.data))
+
+
+def compare(name, a, b):
+    """Comparisons and logical ops return boolean tensors and carry no gradient."""
+    xp = backend.array_module(a.data if isinstance(a, Tensor) else b.data)
+    a = a.data if isinstance(a, Tensor) else a
+    b = b.data if isinstance(b, Tensor) else b
+    return Tensor._wrap(getattr(xp, name)(a, b))
+
+
+def logical_not(x):
+    return Tensor._wrap(x.xp.logical_not(x.data))
+
+
+def isnan(x):
+    return Tensor._wrap(x.xp.isnan(x.data))
+
+
+def isinf(x):
+    return Tensor._wrap(x.xp.isinf(x.data))
+
+
+def isfinite(x):
+    return Tensor._wrap(x.xp.isfinite(x.data))
+
+
+def eq(a, b):
+    return compare("equal", a, b)
+
+
+def allclose(a, b, rtol=1e-5, atol=1e-8):
+    xp = a.xp
+    return bool(xp.allclose(a.data, b.data if isinstance(b, Tensor) else b, rtol=rtol, atol=atol))

@@ -1,0 +1,151 @@
+"""Normalisation layers as functions: batch_norm, layer_norm, group_norm, instance_norm.
+
+All four standardise activations over some axes and then apply a per-channel
+affine map,
+
+.. math:: y = \\gamma \\, \\frac{x - \\mu}{\\sqrt{\\sigma^2 + \\epsilon}} + \\beta,
+
+and differ only in the axes the statistics :math:`\\mu, \\sigma^2` are taken over.
+They are compositions of differentiable ops, so their gradients (and second
+derivatives) come from the engine.
+"""
+from __future__ import annotations
+
+from ..autograd import no_grad
+from ._util import check_tensor
+
+
+def _standardize(x, axes, eps):
+    """(x - mean) / sqrt(var + eps) over ``axes`` (biased variance, as every norm layer uses)."""
+    mean = x.mean(dim=axes, keepdim=True)
+    centred = x - mean
+    var = (centred * centred).mean(dim=axes, keepdim=True)
+    return centred * (var + eps).rsqrt()
+
+
+def _affine(y, weight, bias, channel_axis=1):
+    """Apply per-channel scale and shift (channels on ``channel_axis``)."""
+    shape = [1] * y.ndim
+    shape[channel_axis] = -1
+    if weight is not None:
+        y = y * weight.reshape(*shape)
+    if bias is not None:
+        y = y + bias.reshape(*shape)
+    return y
+
+
+def _check_channels(name, arg, t, channels):
+    if t is not None and t.shape != (channels,):
+        raise ValueError(f"{name}: {arg} must have shape ({channels},) for an input with "
+                         f"{channels} channels, got {t.shape}")
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,  # noqa: A002
+               momentum=0.1, eps=1e-5):
+    """Batch normalisation over (N, *spatial) per channel (Ioffe & Szegedy 2015).
+
+    In training the batch statistics are used and the running estimates are
+    updated in place, :math:`\\hat\\mu \\leftarrow (1-m)\\hat\\mu + m\\mu_B` (the running
+    variance uses the unbiased batch variance, as in PyTorch); in evaluation the
+    running estimates are used.
+    """
+    name = "batch_norm"
+    check_tensor(name, "input", input, ndim=(2, 3, 4, 5), floating=True)
+    c = input.shape[1]
+    for arg, t in (("running_mean", running_mean), ("running_var", running_var),
+                   ("weight", weight), ("bias", bias)):
+        _check_channels(name, arg, t, c)
+    axes = (0,) + tuple(range(2, input.ndim))
+    if training:
+        n = input.numel() // c
+        if n <= 1:
+            raise ValueError(f"{name}: expected more than 1 value per channel when training, "
+                             f"got input shape {input.shape}")
+        y = _standardize(input, axes, eps)
+        if running_mean is not None:
+            with no_grad():
+                data = input.data
+                mean = data.mean(axis=axes)
+                var = data.var(axis=axes) * (n / (n - 1))
+                running_mean.data *= 1 - momentum
+                running_mean.data += momentum * mean
+                running_var.data *= 1 - momentum
+                running_var.data += momentum * var
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError(f"{name}: evaluation mode needs running_mean and running_var")
+        shape = (1, c) + (1,) * (input.ndim - 2)
+        y = (input - running_mean.reshape(*shape)) * (running_var.reshape(*shape) + eps).rsqrt()
+    return _affine(y, weight, bias)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):  # noqa: A002
+    """Layer normalisation over the last ``len(normalized_shape)`` dims (Ba et al. 2016)."""
+    name = "layer_norm"
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
+        else tuple(normalized_shape)
+    if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
+        raise ValueError(f"{name}: input shape {input.shape} does not end with normalized_shape "
+                         f"{normalized_shape}")
+    for arg, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != normalized_shape:
+            raise ValueError(f"{name}: {arg} must have shape {normalized_shape}, got {t.shape}")
+    axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
+    y = _standardize(input, axes, eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):  # noqa: A002
+    """Group normalisation: channels split into ``num_groups`` groups, statistics per
+    (sample, group) (Wu & He 2018)."""
+    name = "group_norm"
+    check_tensor(name, "input", input, ndim=(2, 3, 4, 5), floating=True)
+    n, c = input.shape[:2]
+    if c % num_groups:
+        raise ValueError(f"{name}: {c} channels are not divisible by num_groups={num_groups}")
+    for arg, t in (("weight", weight), ("bias", bias)):
+        _check_channels(name, arg, t, c)
+    grouped = input.reshape(n, num_groups, -1)
+    y = _standardize(grouped, (2,), eps).reshape(*input.shape)
+    return _affine(y, weight, bias)
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,  # noqa: A002
+                  use_input_stats=True, momentum=0.1, eps=1e-5):
+    """Instance normalisation: statistics per (sample, channel) over the spatial dims
+    (Ulyanov et al. 2016); the normalisation inside AdaIN and CycleGAN."""
+    name = "instance_norm"
+    check_tensor(name, "input", input, ndim=(3, 4, 5), floating=True)
+    c = input.shape[1]
+    for arg, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                   ("running_var", running_var)):
+        _check_channels(name, arg, t, c)
+    axes = tuple(range(2, input.ndim))
+    if use_input_stats:
+        y = _standardize(input, axes, eps)
+        if running_mean is not None and running_var is not None:
+            with no_grad():
+                n = input.numel() // (input.shape[0] * c)
+                mean = input.data.mean(axis=axes).mean(axis=0)
+                var = (input.data.var(axis=axes) * (n / max(n - 1, 1))).mean(axis=0)
+                running_mean.data *= 1 - momentum
+                running_mean.data += momentum * mean
+                running_var.data *= 1 - momentum
+                running_var.data += momentum * var
+    else:
+        shape = (1, c) + (1,) * (input.ndim - 2)
+        y = (input - running_mean.reshape(*shape)) * (running_var.reshape(*shape) + eps).rsqrt()
+    return _affine(y, weight, bias)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):  # noqa: A002
+    """Divide by the L_p norm along ``dim`` (at least ``eps``)."""
+    norm = (input.abs() ** p).sum(dim=dim, keepdim=True) ** (1.0 / p)
+    return input / norm.clamp(min=eps)
+
+
+

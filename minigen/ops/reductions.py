@@ -1,0 +1,185 @@
+"""Reductions: sum mean var std max min amax amin logsumexp argmax argmin.
+
+All accept PyTorch's ``dim=``/``keepdim=`` and NumPy's ``axis=``/``keepdims=``.
+A reduction's backward puts the reduced axes back (as size 1) and broadcasts.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+from collections import namedtuple
+
+from ..autograd import Function, Tensor
+from ._util import reduction_dims
+
+
+def _restore_dims(g: Tensor, axes, keepdim) -> Tensor:
+    """Re-insert reduced axes as size-1 dims so ``g`` broadcasts against the input."""
+    if keepdim or not axes:
+        return g
+    shape = list(g.shape)
+    for ax in sorted(axes):
+        shape.insert(ax, 1)
+    return g.reshape(shape)
+
+
+class Sum(Function):
+    """d(sum x)/dx_i = 1: the gradient is broadcast back over the summed axes."""
+
+    @staticmethod
+    def forward(ctx, a, axes, keepdim):
+        ctx.axes, ctx.keepdim = axes, keepdim
+        return a.sum(axis=axes, keepdims=keepdim)
+
+    @staticmethod
+    def backward(ctx, g):
+        x = ctx.inputs[0]
+        return _restore_dims(g, ctx.axes, ctx.keepdim).expand(*x.shape), None, None
+
+
+class Mean(Function):
+    """d(mean x)/dx_i = 1/n."""
+
+    @staticmethod
+    def forward(ctx, a, axes, keepdim):
+        ctx.axes, ctx.keepdim = axes, keepdim
+        return a.mean(axis=axes, keepdims=keepdim)
+
+    @staticmethod
+    def backward(ctx, g):
+        x = ctx.inputs[0]
+        n = math.prod(x.shape[ax] for ax in ctx.axes)
+        return _restore_dims(g, ctx.axes, ctx.keepdim).expand(*x.shape) / n, None, None
+
+
+class Max(Function):
+    """The gradient goes to the maximal entries (shared evenly between ties)."""
+
+    @staticmethod
+    def forward(ctx, a, axes, keepdim):
+        ctx.axes, ctx.keepdim = axes, keepdim
+        out = a.max(axis=axes, keepdims=True)
+        winners = (a == out).astype(a.dtype)
+        ctx.share = winners / winners.sum(axis=axes, keepdims=True)
+        return out if keepdim else out.squeeze(axis=axes)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _restore_dims(g, ctx.axes, ctx.keepdim) * ctx.share, None, None
+
+
+def _check_nonempty(name, x, axes):
+    if builtins.any(x.shape[ax] == 0 for ax in axes):
+        raise ValueError(f"{name}: cannot reduce over an empty dimension (shape {x.shape})")
+
+
+def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):  # noqa: A001
+    axes, keepdim = reduction_dims("sum", x.ndim, dim, keepdim, axis, keepdims)
+    if x.dtype.kind == "b":
+        x = x.long()
+    out = Sum.apply(x, axes, keepdim)
+    return out if dtype is None else out.to(dtype=dtype)
+
+
+def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    axes, keepdim = reduction_dims("mean", x.ndim, dim, keepdim, axis, keepdims)
+    if x.dtype.kind != "f":
+        raise TypeError(f"mean: expected a floating-point tensor, got dtype {x.dtype}")
+    return Mean.apply(x, axes, keepdim)
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None, keepdims=None):
+    """Variance :math:`\\frac{1}{n-c}\\sum_i (x_i-\\bar x)^2` with ``correction`` c (default 1).
+
+    ``unbiased=False`` is the same as ``correction=0`` (PyTorch's older spelling).
+    """
+    axes, keepdim = reduction_dims("var", x.ndim, dim, keepdim, axis, keepdims)
+    if correction is None:
+        correction = 0 if unbiased is False else 1
+    n = math.prod(x.shape[ax] for ax in axes)
+    centred = x - Mean.apply(x, axes, True)
+    return Sum.apply(centred * centred, axes, keepdim) / builtins.max(n - correction, 0)
+
+
+def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None, keepdims=None):
+    return var(x, dim, unbiased, keepdim, correction=correction, axis=axis,
+               keepdims=keepdims).sqrt()
+
+
+MaxResult = namedtuple("MaxResult", ["values", "indices"])
+
+
+def _extreme(name, x, dim, keepdim, axis, keepdims, sign):
+    """max/min: over everything (a tensor) or along one dim (values, indices)."""
+    by_dim = dim is not None or axis is not None
+    axes, keepdim = reduction_dims(name, x.ndim, dim, keepdim, axis, keepdims)
+    _check_nonempty(name, x, axes)
+    source = x if sign > 0 else -x
+    values = Max.apply(source, axes, keepdim)
+    values = values if sign > 0 else -values
+    if not by_dim or len(axes) != 1:
+        return values
+    pick = x.xp.argmax if sign > 0 else x.xp.argmin
+    indices = pick(x.data, axis=axes[0])
+    if keepdim:
+        indices = x.xp.expand_dims(indices, axes[0])
+    return MaxResult(values, Tensor._wrap(indices))
+
+
+def max(x, dim=None, keepdim=False, *, axis=None, keepdims=None):  # noqa: A001
+    """max over all elements, or ``(values, indices)`` along ``dim`` like PyTorch."""
+    if isinstance(dim, Tensor):  # torch.max(a, b) is the element-wise maximum
+        from .elementwise import maximum
+
+        return maximum(x, dim)
+    return _extreme("max", x, dim, keepdim, axis, keepdims, +1)
+
+
+def min(x, dim=None, keepdim=False, *, axis=None, keepdims=None):  # noqa: A001
+    if isinstance(dim, Tensor):
+        from .elementwise import minimum
+
+        return minimum(x, dim)
+    return _extreme("min", x, dim, keepdim, axis, keepdims, -1)
+
+
+def amax(x, dim=None, keepdim=False):
+    axes, keepdim = reduction_dims("amax", x.ndim, dim, keepdim)
+    return Max.apply(x, axes, keepdim)
+
+
+def amin(x, dim=None, keepdim=False):
+    axes, keepdim = reduction_dims("amin", x.ndim, dim, keepdim)
+    return -Max.apply(-x, axes, keepdim)
+
+
+def logsumexp(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """:math:`\\log\\sum_i e^{x_i} = m + \\log\\sum_i e^{x_i-m}` with m = max x (stable).
+
+    The shift m is a constant (detached): the result does not depend on it.
+    """
+    axes, keepdim = reduction_dims("logsumexp", x.ndim, dim, keepdim, axis, keepdims)
+    _check_nonempty("logsumexp", x, axes)
+    m = x.xp.max(x.data, axis=axes, keepdims=True)
+    m = x.xp.where(x.xp.isfinite(m), m, 0.0).astype(x.dtype)
+    out = (x - m).exp().sum(dim=axes, keepdim=True).log() + m
+    return out if keepdim else out.squeeze(axes)
+
+
+def argmax(x, dim=None, keepdim=False):
+    if dim is None:
+        return Tensor._wrap(x.xp.asarray(x.xp.argmax(x.data)))
+    idx = x.xp.argmax(x.data, axis=dim)
+    return Tensor._wrap(x.xp.expand_dims(idx, dim) if keepdim else idx)
+
+
+def argmin(x, dim=None, keepdim=False):
+    return argmax(-x, dim, keepdim)
+
+
+def all(x):  # noqa: A001
+    return bool(x.xp.all(x.data))
+
+
+def any(x):  # noqa: A001
+    return bool(x.xp.any(x.data))

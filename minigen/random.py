@@ -1,0 +1,51 @@
+"""The seeded random generator behind every random op.
+
+``mg.manual_seed(s)`` makes everything that draws randomness in minigen —
+parameter initialisation, dropout, ``randn``, sampling from models — repeat
+exactly. Each device has its own stream (NumPy's PCG64 on the CPU, CuPy's
+generator on the GPU). ``get_rng_state``/``set_rng_state`` let a checkpoint
+resume the stream where it stopped.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+
+_DEFAULT_SEED = 0
+_generators: dict = {}
+
+
+def manual_seed(seed: int) -> None:
+    """Reseed every device's generator."""
+    global _DEFAULT_SEED
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"manual_seed: seed must be a non-negative int, got {seed!r}")
+    _DEFAULT_SEED = int(seed)
+    _generators.clear()
+
+
+seed = manual_seed
+
+
+def generator(device: str = "cpu"):
+    """The generator of a device (created from the current seed on first use)."""
+    g = _generators.get(device)
+    if g is None:
+        if device == "cuda":
+            g = backend.cupy.random.default_rng(_DEFAULT_SEED)
+        else:
+            g = np.random.Generator(np.random.PCG64(_DEFAULT_SEED))
+        _generators[device] = g
+    return g
+
+
+def get_rng_state() -> dict:
+    """The CPU generator's state, a JSON-serialisable dict."""
+    return {"seed": _DEFAULT_SEED, "state": generator("cpu").bit_generator.state}
+
+
+def set_rng_state(state: dict) -> None:
+    global _DEFAULT_SEED
+    _DEFAULT_SEED = int(state["seed"])
+    generator("cpu").bit_generator.state = state["state"]

@@ -1,0 +1,26 @@
+"""Packaging for minigen: the package itself plus the top-level ``kernels/`` folder,
+installed as the sub-package ``minigen.kernels``."""
+from setuptools import setup
+
+setup(
+    name="minigen",
+    version="0.1.0",
+    description="Deep generative models from scratch: autograd on NumPy, Numba and CuPy kernels",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=[
+        "minigen", "minigen.ops", "minigen.nn",
+        "minigen.kernels", "minigen.kernels.cpu", "minigen.kernels.gpu",
+    ],
+    package_dir={"minigen": "minigen", "minigen.kernels": "kernels"},
+    install_requires=["numpy>=1.24", "numba>=0.59", "matplotlib>=3.7", "tqdm>=4.60"],
+    extras_require={
+        "dev": ["pytest>=7", "hypothesis>=6.80"],
+        # The registry serves CuPy wheels for CUDA 12 and CUDA 13; CUDA 12 drivers are
+        # the most widely installed. Use cupy-cuda13x by hand on a CUDA 13-only machine.
+        "gpu": ["cupy-cuda12x>=13"],
+        "data": ["scikit-learn>=1.2"],
+    },
+    entry_points={"console_scripts": ["minigen=minigen.cli:main"]},
+)
