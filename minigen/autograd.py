@@ -85,6 +85,8 @@ def _as_array(data, dtype=None, device=None):
     """
     if isinstance(data, Tensor):
         data = data.data
+    if isinstance(data, np.generic):  # NumPy scalar: keep its dtype
+        data = np.asarray(data)
     if not (isinstance(data, np.ndarray) or backend.device_of(data) == "cuda"):
         data = np.asarray(data)
         if dtype is None and data.dtype.kind == "f":
@@ -387,7 +389,10 @@ class Function:
     def apply(cls, *args, **kwargs) -> Tensor:
         ctx = Context()
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
-        out = Tensor._wrap(cls.forward(ctx, *arrays, **kwargs))
+        out = cls.forward(ctx, *arrays, **kwargs)
+        if isinstance(out, np.generic):  # NumPy returns scalars from 0-d math
+            out = np.asarray(out)
+        out = Tensor._wrap(out)
         if is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
             if out.data.dtype.kind == "f":
                 ctx.fn = cls
