@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
-from ._util import sum_to_shape
+from ._util import shape_of, sum_to_shape
 
 
 def grad_for(x, make_grad):
@@ -290,7 +290,13 @@ def _binary(fn, name):
     def op(a, b):
         a, b = _operand(a), _operand(b)
         _check_devices(name, a, b)
-        return fn.apply(a, b)
+        try:
+            return fn.apply(a, b)
+        except ValueError as err:  # NumPy's broadcasting error, restated for the op
+            if "broadcast" not in str(err):
+                raise
+            raise ValueError(f"{name}: shapes {shape_of(a)} and {shape_of(b)} cannot be "
+                             "broadcast together") from None
 
     op.__name__ = name
     op.__doc__ = fn.__doc__
