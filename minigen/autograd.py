@@ -388,18 +388,23 @@ class Function:
     @classmethod
     def apply(cls, *args, **kwargs) -> Tensor:
         ctx = Context()
-        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+        arrays, record = [], False
+        for a in args:
+            if isinstance(a, Tensor):
+                arrays.append(a.data)
+                record = record or a.requires_grad
+            else:
+                arrays.append(a)
         out = cls.forward(ctx, *arrays, **kwargs)
         if isinstance(out, np.generic):  # NumPy returns scalars from 0-d math
             out = np.asarray(out)
         out = Tensor._wrap(out)
-        if is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
-            if out.data.dtype.kind == "f":
-                ctx.fn = cls
-                ctx.inputs = args
-                ctx._output = weakref.ref(out)
-                out.grad_fn = ctx
-                out.requires_grad = True
+        if record and out.data.dtype.kind == "f" and is_grad_enabled():
+            ctx.fn = cls
+            ctx.inputs = args
+            ctx._output = weakref.ref(out)
+            out.grad_fn = ctx
+            out.requires_grad = True
         return out
 
 

@@ -64,6 +64,8 @@ def normalize_dim(name, dim, ndim, extra=0):
     ``extra`` allows one past the end (for ``unsqueeze``/``stack``).
     """
     size = max(ndim + extra, 1)
+    if type(dim) is int and -size <= dim < size:  # the common case, checked cheaply
+        return dim % size
     if not isinstance(dim, numbers.Integral) or not -size <= dim < size:
         raise IndexError(
             f"{name}: dim {dim} is out of range for a tensor with {ndim} dimensions "

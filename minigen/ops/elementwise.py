@@ -41,7 +41,12 @@ def _promote(a, b):
     return a, b
 
 
+_FAST_OPERANDS = (Tensor, float, int)  # skip the slower abstract-class check for these
+
+
 def _check_devices(name, *operands):
+    if backend.cupy is None:  # no GPU: everything is on the CPU
+        return
     devices = {backend.device_of(x.data) for x in operands if isinstance(x, Tensor)}
     if len(devices) > 1:
         raise ValueError(f"{name}: operands are on different devices {sorted(devices)}")
@@ -49,7 +54,7 @@ def _check_devices(name, *operands):
 
 def _operand(x):
     """Accept Tensors, Python numbers and arrays (arrays become constant tensors)."""
-    if isinstance(x, (Tensor, numbers.Number)):
+    if type(x) in _FAST_OPERANDS or isinstance(x, (Tensor, numbers.Number)):
         return x
     return Tensor(x)
 
