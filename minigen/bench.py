@@ -1,0 +1,219 @@
+"""``minigen bench``: time the kernels, through the engine, against the NumPy reference
+and PyTorch.
+
+Every case is timed as a user would run it: build tensors, call the functional
+op, ``backward`` a fixed output gradient. The reference column reruns the same
+code with ``MINIGEN_KERNELS=reference``; the PyTorch column runs the same
+shapes with ``torch.nn.functional`` when PyTorch happens to be installed (it is
+never a dependency). Times are medians after warm-up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import backend
+
+# (name, kind, input shape, weight shape, stride, padding, output_padding)
+CONV_CASES = [
+    ("c1", "conv", (64, 1, 28, 28), (64, 1, 5, 5), 2, 2, 0),
+    ("c2", "conv", (64, 64, 14, 14), (128, 64, 3, 3), 1, 1, 0),
+    ("pcnn", "conv", (64, 1, 28, 28), (64, 1, 7, 7), 1, 3, 0),
+    ("c3", "conv", (64, 64, 28, 28), (64, 64, 3, 3), 1, 1, 0),
+    ("convT", "convT", (64, 128, 7, 7), (128, 64, 4, 4), 2, 1, 0),
+]
+# (name, batch, heads, time, head dim)
+ATTENTION_CASES = [
+    ("attn-T196", 64, 4, 196, 32),
+    ("attn-T49", 64, 4, 49, 64),
+]
+#: Target ratios (minigen / PyTorch) set by the engine issue.
+TARGETS = {"c2": 2.0, "c3": 2.0, "pcnn": 2.0, "convT": 2.0, "attn-T196": 2.0, "attn-T49": 1.5}
+
+
+def median_time(fn, repeat: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@contextmanager
+def kernels(mode: str):
+    """Temporarily select the kernel family (``""`` = fastest, ``"reference"``)."""
+    previous = os.environ.get("MINIGEN_KERNELS")
+    os.environ["MINIGEN_KERNELS"] = mode
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["MINIGEN_KERNELS"]
+        else:
+            os.environ["MINIGEN_KERNELS"] = previous
+
+
+def _arrays(shapes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+
+# --------------------------------------------------------------------------- minigen
+def minigen_step(case, device="cpu"):
+    """A closure running forward + backward of ``case`` with minigen."""
+    import minigen as mg
+    import minigen.nn.functional as F
+
+    if case[1] in ("conv", "convT"):
+        name, kind, x_shape, w_shape, stride, padding, out_pad = case
+        x_np, w_np = _arrays([x_shape, w_shape])
+        x = mg.tensor(x_np, device=device, requires_grad=True)
+        w = mg.tensor(w_np, device=device, requires_grad=True)
+        b = mg.zeros(w_shape[0] if kind == "conv" else w_shape[1], device=device,
+                     requires_grad=True)
+
+        def forward():
+            if kind == "conv":
+                return F.conv2d(x, w, b, stride=stride, padding=padding)
+            return F.conv_transpose2d(x, w, b, stride=stride, padding=padding,
+                                      output_padding=out_pad)
+    else:
+        name, bsz, heads, t, d = case
+        q, k, v = (mg.tensor(a, device=device, requires_grad=True)
+                   for a in _arrays([(bsz, heads, t, d)] * 3))
+
+        def forward():
+            return F.scaled_dot_product_attention(q, k, v)
+
+    grad = mg.tensor(_arrays([forward().shape], seed=1)[0], device=device)
+
+    def step():
+        forward().backward(grad)
+        if device == "cuda":
+            backend.cupy.cuda.get_current_stream().synchronize()
+
+    return step
+
+
+# --------------------------------------------------------------------------- PyTorch
+def torch_step(case, device="cpu"):
+    """The same case in PyTorch, or None when PyTorch is not installed."""
+    try:
+        import torch
+        import torch.nn.functional as TF
+    except ImportError:
+        return None
+    dev = "cuda" if device == "cuda" else "cpu"
+    if case[1] in ("conv", "convT"):
+        name, kind, x_shape, w_shape, stride, padding, out_pad = case
+        x, w = (torch.tensor(a, device=dev, requires_grad=True) for a in _arrays([x_shape, w_shape]))
+        b = torch.zeros(w_shape[0] if kind == "conv" else w_shape[1], device=dev,
+                        requires_grad=True)
+
+        def forward():
+            if kind == "conv":
+                return TF.conv2d(x, w, b, stride=stride, padding=padding)
+            return TF.conv_transpose2d(x, w, b, stride=stride, padding=padding,
+                                       output_padding=out_pad)
+    else:
+        name, bsz, heads, t, d = case
+        q, k, v = (torch.tensor(a, device=dev, requires_grad=True)
+                   for a in _arrays([(bsz, heads, t, d)] * 3))
+
+        def forward():
+            return TF.scaled_dot_product_attention(q, k, v)
+
+    grad = torch.tensor(_arrays([tuple(forward().shape)], seed=1)[0], device=dev)
+
+    def step():
+        forward().backward(grad)
+        if dev == "cuda":
+            torch.cuda.synchronize()
+
+    return step
+
+
+# --------------------------------------------------------------------------- report
+def header(device: str) -> dict:
+    info = backend.configure_threads()
+    info["device"] = device
+    info["machine"] = platform.processor() or platform.machine()
+    try:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        info["torch"] = f"{torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:
+        info["torch"] = "not installed"
+    return info
+
+
+def run_cases(cases, repeat=10, device="cpu", reference=True, log=print):
+    rows = []
+    for case in cases:
+        name = case[0]
+        row = {"case": name}
+        with kernels(""):
+            row["minigen_ms"] = 1e3 * median_time(minigen_step(case, device), repeat)
+        if reference and device == "cpu":
+            with kernels("reference"):
+                row["reference_ms"] = 1e3 * median_time(minigen_step(case, device),
+                                                        max(3, repeat // 3), warmup=1)
+        step = torch_step(case, device)
+        if step is not None:
+            row["torch_ms"] = 1e3 * median_time(step, repeat)
+            row["ratio"] = row["minigen_ms"] / row["torch_ms"]
+            if name in TARGETS:
+                row["target"] = TARGETS[name]
+        rows.append(row)
+        log(format_row(row))
+    return rows
+
+
+COLUMNS = [("case", "{:<10}"), ("minigen_ms", "{:>11.2f}"), ("reference_ms", "{:>13.2f}"),
+           ("torch_ms", "{:>9.2f}"), ("ratio", "{:>7.2f}x"), ("target", "{:>7.1f}x")]
+
+
+def format_header() -> str:
+    names = {"case": "case", "minigen_ms": "minigen ms", "reference_ms": "reference ms",
+             "torch_ms": "torch ms", "ratio": "ratio", "target": "target"}
+    widths = [len(fmt.format(0 if key != "case" else "")) for key, fmt in COLUMNS]
+    return " ".join(f"{names[key]:>{w}}" if key != "case" else f"{names[key]:<{w}}"
+                    for (key, _), w in zip(COLUMNS, widths))
+
+
+def format_row(row: dict) -> str:
+    cells = []
+    for key, fmt in COLUMNS:
+        width = len(fmt.format(0 if key != "case" else ""))
+        cells.append(fmt.format(row[key]) if key in row else f"{'-':>{width}}")
+    return " ".join(cells)
+
+
+def run_bench(args) -> int:
+    suites = {"conv": CONV_CASES, "attention": ATTENTION_CASES,
+              "kernels": CONV_CASES + ATTENTION_CASES}
+    info = header(args.device)
+    print("minigen bench — forward + backward, float32, median of "
+          f"{args.repeat} runs")
+    for key, value in info.items():
+        print(f"  {key}: {value}")
+    print(format_header())
+    rows = run_cases(suites[args.suite], args.repeat, args.device, not args.no_reference)
+    missed = [r["case"] for r in rows if "target" in r and r["ratio"] > r["target"]]
+    if any("ratio" in r for r in rows):
+        print("targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({"header": info, "rows": rows}, fh, indent=2)
+    return 0

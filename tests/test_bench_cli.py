@@ -1,0 +1,27 @@
+"""The benchmark machinery and the command line (tiny shapes: no timing is asserted)."""
+import json
+
+from minigen import bench
+from minigen.cli import main
+
+
+def test_run_cases_reports_every_column(capsys):
+    cases = [("tiny-conv", "conv", (2, 3, 6, 6), (4, 3, 3, 3), 1, 1, 0),
+             ("tiny-convT", "convT", (2, 4, 3, 3), (4, 2, 4, 4), 2, 1, 0),
+             ("tiny-attn", 2, 2, 5, 4)]
+    rows = bench.run_cases(cases, repeat=1)
+    assert [r["case"] for r in rows] == ["tiny-conv", "tiny-convT", "tiny-attn"]
+    for row in rows:
+        assert row["minigen_ms"] > 0 and row["reference_ms"] > 0
+    printed = capsys.readouterr().out
+    assert "tiny-convT" in printed
+
+
+def test_cli_bench_writes_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "ATTENTION_CASES", [("tiny-attn", 1, 1, 4, 2)])
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--suite", "attention", "--repeat", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["rows"][0]["case"] == "tiny-attn"
+    assert "numba_threads" in report["header"]
+    assert "minigen ms" in capsys.readouterr().out
