@@ -483,9 +483,14 @@ def _run_backward(outputs, gradients, retain_graph, create_graph, inputs=None):
                 captured[id(tensor)] = captured[id(tensor)] + g if id(tensor) in captured else g
             return
         if tensor.is_leaf or tensor._retains_grad:
-            if not create_graph:
-                g = g.detach()
-            tensor.grad = g if tensor.grad is None else tensor.grad + g
+            if create_graph:
+                tensor.grad = g if tensor.grad is None else tensor.grad + g
+            elif tensor.grad is None:
+                # A fresh array the user owns: g may be a broadcast view or be shared
+                # with another leaf, and optimizers and users may write into .grad.
+                tensor.grad = Tensor._wrap(g.xp.array(g.data, order="C", copy=True))
+            else:
+                tensor.grad = Tensor._wrap(tensor.grad.data + g.data)
 
     order = _topological_order(outputs)
     with _grad_mode(create_graph):

@@ -252,3 +252,12 @@ def test_gradgradcheck_catches_a_detached_backward():
     gradcheck(lambda x: DetachedSquare.apply(x), [x])
     with pytest.raises(AssertionError):
         gradgradcheck(lambda x: DetachedSquare.apply(x), [x])
+
+
+def test_leaf_gradients_are_fresh_writable_arrays():
+    a, b = leaf(3), leaf(3, seed=1)
+    (a + b).sum().backward()  # both receive the same broadcast gradient
+    assert a.grad.data.flags.writeable and a.grad.data.flags.c_contiguous
+    assert not np.shares_memory(a.grad.data, b.grad.data)
+    a.grad.data *= 2
+    np.testing.assert_allclose(b.grad.numpy(), 1.0)
