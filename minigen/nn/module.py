@@ -47,9 +47,6 @@ class Parameter(Tensor):
         memo[id(self)] = result
         return result
 
-    def __reduce_ex__(self, protocol):
-        return (Parameter, (backend.to_device(self.data, "cpu"), self.requires_grad))
-
 
 class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
     """What :meth:`Module.load_state_dict` returns: keys it did not find / did not use."""
@@ -483,3 +480,14 @@ class Module:
             else:
                 main += "\n  " + "\n  ".join(lines) + "\n"
         return main + ")"
+
+
+def _new_tensor(*shape, device=None, dtype=None) -> Tensor:
+    """A zero-filled tensor for a layer to initialise (``device``/``dtype`` as in
+    PyTorch's factory keyword arguments; float32 on the CPU by default)."""
+    xp = backend.xp_for(backend.check_device(device or "cpu"))
+    return Tensor._wrap(xp.zeros(shape, dtype=np.dtype(dtype or DEFAULT_DTYPE)))
+
+
+def _new_parameter(*shape, device=None, dtype=None) -> Parameter:
+    return Parameter(_new_tensor(*shape, device=device, dtype=dtype))

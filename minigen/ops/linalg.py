@@ -49,7 +49,7 @@ def matmul(a, b):
 
 
 class Linear(Function):
-    """:math:`y = xW^\top + b` for a 2-d ``x`` in one op (the commonest layer, so
+    r""":math:`y = xW^\top + b` for a 2-d ``x`` in one op (the commonest layer, so
     it gets a node of its own): :math:`\bar x = \bar y W`,
     :math:`\bar W = \bar y^\top x`, :math:`\bar b = \sum_n \bar y_n`."""
 
