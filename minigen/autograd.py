@@ -38,38 +38,30 @@ def set_grad_enabled(mode: bool) -> None:
     _state.grad_enabled = bool(mode)
 
 
-@contextlib.contextmanager
-def _grad_mode(mode: bool):
-    previous = is_grad_enabled()
-    set_grad_enabled(mode)
-    try:
-        yield
-    finally:
-        set_grad_enabled(previous)
+class _GradMode(contextlib.ContextDecorator):
+    """Set grad mode inside a ``with`` block or a decorated function, then restore it."""
+
+    mode = True
+
+    def __enter__(self):
+        self._previous = is_grad_enabled()
+        set_grad_enabled(self.mode)
+
+    def __exit__(self, *exc):
+        set_grad_enabled(self._previous)
+        return False
 
 
-class no_grad(contextlib.ContextDecorator):
+class no_grad(_GradMode):
     """Context manager / decorator: compute without recording a graph."""
 
-    def __enter__(self):
-        self._previous = is_grad_enabled()
-        set_grad_enabled(False)
-
-    def __exit__(self, *exc):
-        set_grad_enabled(self._previous)
-        return False
+    mode = False
 
 
-class enable_grad(contextlib.ContextDecorator):
+class enable_grad(_GradMode):
     """Context manager / decorator: record a graph even inside ``no_grad``."""
 
-    def __enter__(self):
-        self._previous = is_grad_enabled()
-        set_grad_enabled(True)
-
-    def __exit__(self, *exc):
-        set_grad_enabled(self._previous)
-        return False
+    mode = True
 
 
 # --------------------------------------------------------------------------- dtypes
@@ -408,6 +400,14 @@ class Function:
         return out
 
 
+def zero_grad(tensors, set_to_none: bool = True) -> None:
+    """Reset the ``.grad`` of each tensor: to ``None``, or to a fresh zero array
+    (never in place: a gradient array may be shared)."""
+    for t in tensors:
+        if t.grad is not None:
+            t.grad = None if set_to_none else Tensor._wrap(t.xp.zeros_like(t.grad.data))
+
+
 # --------------------------------------------------------------------------- graph walk
 def _topological_order(roots):
     """Nodes (tensors with a grad_fn) reachable from ``roots``, outputs first.
@@ -493,7 +493,7 @@ def _run_backward(outputs, gradients, retain_graph, create_graph, inputs=None):
                 tensor.grad = Tensor._wrap(tensor.grad.data + g.data)
 
     order = _topological_order(outputs)
-    with _grad_mode(create_graph):
+    with enable_grad() if create_graph else no_grad():
         for tensor in order:
             g = grads.pop(id(tensor), None)
             if g is None:

@@ -68,19 +68,21 @@ def _arrays(shapes, seed=0):
     return [rng.standard_normal(s).astype(np.float32) for s in shapes]
 
 
-# --------------------------------------------------------------------------- minigen
-def minigen_step(case, device="cpu"):
-    """A closure running forward + backward of ``case`` with minigen."""
-    import minigen as mg
-    import minigen.nn.functional as F
+# --------------------------------------------------------------------------- one step
+def make_step(case, lib):
+    """A closure running forward + backward of ``case`` with ``lib``.
 
+    minigen and PyTorch share names and signatures (``F.conv2d``,
+    ``F.conv_transpose2d``, ``F.scaled_dot_product_attention``, ``.backward``),
+    so one function builds both; ``lib`` supplies only how to make a tensor on
+    the device, the functional namespace and how to wait for the device.
+    """
+    tensor, F, sync = lib["tensor"], lib["F"], lib["sync"]
     if case[1] in ("conv", "convT"):
         name, kind, x_shape, w_shape, stride, padding, out_pad = case
         x_np, w_np = _arrays([x_shape, w_shape])
-        x = mg.tensor(x_np, device=device, requires_grad=True)
-        w = mg.tensor(w_np, device=device, requires_grad=True)
-        b = mg.zeros(w_shape[0] if kind == "conv" else w_shape[1], device=device,
-                     requires_grad=True)
+        b_np = np.zeros(w_shape[0] if kind == "conv" else w_shape[1], np.float32)
+        x, w, b = (tensor(a, requires_grad=True) for a in (x_np, w_np, b_np))
 
         def forward():
             if kind == "conv":
@@ -89,58 +91,49 @@ def minigen_step(case, device="cpu"):
                                       output_padding=out_pad)
     else:
         name, bsz, heads, t, d = case
-        q, k, v = (mg.tensor(a, device=device, requires_grad=True)
-                   for a in _arrays([(bsz, heads, t, d)] * 3))
+        q, k, v = (tensor(a, requires_grad=True) for a in _arrays([(bsz, heads, t, d)] * 3))
 
         def forward():
             return F.scaled_dot_product_attention(q, k, v)
 
-    grad = mg.tensor(_arrays([forward().shape], seed=1)[0], device=device)
+    grad = tensor(_arrays([tuple(forward().shape)], seed=1)[0])
 
     def step():
         forward().backward(grad)
+        sync()
+
+    return step
+
+
+def minigen_lib(device="cpu"):
+    import minigen as mg
+    import minigen.nn.functional as F
+
+    def sync():
         if device == "cuda":
             backend.cupy.cuda.get_current_stream().synchronize()
 
-    return step
+    return {"tensor": lambda a, requires_grad=False: mg.tensor(a, device=device,
+                                                               requires_grad=requires_grad),
+            "F": F, "sync": sync}
 
 
-# --------------------------------------------------------------------------- PyTorch
-def torch_step(case, device="cpu"):
-    """The same case in PyTorch, or None when PyTorch is not installed."""
+def torch_lib(device="cpu"):
+    """PyTorch's side of the comparison, or None when PyTorch is not installed."""
     try:
         import torch
-        import torch.nn.functional as TF
+        import torch.nn.functional as F
     except ImportError:
         return None
     dev = "cuda" if device == "cuda" else "cpu"
-    if case[1] in ("conv", "convT"):
-        name, kind, x_shape, w_shape, stride, padding, out_pad = case
-        x, w = (torch.tensor(a, device=dev, requires_grad=True) for a in _arrays([x_shape, w_shape]))
-        b = torch.zeros(w_shape[0] if kind == "conv" else w_shape[1], device=dev,
-                        requires_grad=True)
 
-        def forward():
-            if kind == "conv":
-                return TF.conv2d(x, w, b, stride=stride, padding=padding)
-            return TF.conv_transpose2d(x, w, b, stride=stride, padding=padding,
-                                       output_padding=out_pad)
-    else:
-        name, bsz, heads, t, d = case
-        q, k, v = (torch.tensor(a, device=dev, requires_grad=True)
-                   for a in _arrays([(bsz, heads, t, d)] * 3))
-
-        def forward():
-            return TF.scaled_dot_product_attention(q, k, v)
-
-    grad = torch.tensor(_arrays([tuple(forward().shape)], seed=1)[0], device=dev)
-
-    def step():
-        forward().backward(grad)
+    def sync():
         if dev == "cuda":
             torch.cuda.synchronize()
 
-    return step
+    return {"tensor": lambda a, requires_grad=False: torch.tensor(a, device=dev,
+                                                                  requires_grad=requires_grad),
+            "F": F, "sync": sync}
 
 
 # --------------------------------------------------------------------------- report
@@ -164,14 +157,14 @@ def run_cases(cases, repeat=10, device="cpu", reference=True, log=print):
         name = case[0]
         row = {"case": name}
         with kernels(""):
-            row["minigen_ms"] = 1e3 * median_time(minigen_step(case, device), repeat)
+            row["minigen_ms"] = 1e3 * median_time(make_step(case, minigen_lib(device)), repeat)
         if reference and device == "cpu":
             with kernels("reference"):
-                row["reference_ms"] = 1e3 * median_time(minigen_step(case, device),
+                row["reference_ms"] = 1e3 * median_time(make_step(case, minigen_lib(device)),
                                                         max(3, repeat // 3), warmup=1)
-        step = torch_step(case, device)
-        if step is not None:
-            row["torch_ms"] = 1e3 * median_time(step, repeat)
+        torch = torch_lib(device)
+        if torch is not None:
+            row["torch_ms"] = 1e3 * median_time(make_step(case, torch), repeat)
             row["ratio"] = row["minigen_ms"] / row["torch_ms"]
             if name in TARGETS:
                 row["target"] = TARGETS[name]

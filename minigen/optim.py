@@ -47,7 +47,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from . import backend
+from . import autograd, backend
 from .autograd import Tensor, enable_grad
 
 __all__ = [
@@ -181,13 +181,7 @@ class Optimizer:
         otherwise each gradient becomes a fresh array of zeros.
         """
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad = Tensor._wrap(p.xp.zeros_like(p.grad.data))
+            autograd.zero_grad(group["params"], set_to_none)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns ``closure()``'s loss if given.

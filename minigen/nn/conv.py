@@ -9,7 +9,6 @@ Both are initialised as PyTorch does: ``kaiming_uniform_(W, a=sqrt(5))`` and
 """
 from __future__ import annotations
 
-import math
 
 from .. import ops
 from ..ops._util import pair
@@ -48,12 +47,7 @@ class _ConvBase(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        init.default_layer_init_(self.weight, self.bias)
 
     def _check(self, name, x):
         """Accept (N, C, H, W) or unbatched (C, H, W); return a 4-d tensor and whether

@@ -235,3 +235,13 @@ def trunc_normal_(tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
             count, dtype=values.dtype)
         bad = (values < a) | (values > b)
     return _write(tensor, xp.clip(values, a, b))
+
+
+def default_layer_init_(weight, bias=None):
+    """PyTorch's default for Linear and convolution layers: ``kaiming_uniform_(a=sqrt(5))``
+    weights — i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) — and bias from the same range."""
+    kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = _calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        uniform_(bias, -bound, bound)

@@ -20,7 +20,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from .. import backend
+from .. import autograd, backend
 from ..autograd import DEFAULT_DTYPE, Tensor, _as_array
 
 
@@ -334,13 +334,7 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad = Tensor._wrap(p.xp.zeros_like(p.grad.data))
+        autograd.zero_grad(self.parameters(), set_to_none)
 
     # ------------------------------------------------------------------ devices and dtypes
     def _apply_to_arrays(self, convert) -> "Module":
