@@ -9,6 +9,8 @@ import builtins
 import math
 from collections import namedtuple
 
+import numpy as np
+
 from ..autograd import Function, Tensor
 from ._util import reduction_dims
 
@@ -162,7 +164,8 @@ def logsumexp(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     _check_nonempty("logsumexp", x, axes)
     m = x.xp.max(x.data, axis=axes, keepdims=True)
     m = x.xp.where(x.xp.isfinite(m), m, 0.0).astype(x.dtype)
-    out = (x - m).exp().sum(dim=axes, keepdim=True).log() + m
+    with np.errstate(divide="ignore"):  # all -inf: log(0) = -inf is the right answer
+        out = (x - m).exp().sum(dim=axes, keepdim=True).log() + m
     return out if keepdim else out.squeeze(axes)
 
 
