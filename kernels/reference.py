@@ -117,13 +117,13 @@ def attention_scores(q, k, mask=None, causal=False, scale=None):
 
     ``mask`` is boolean (True = may attend) or additive (added to the scores),
     broadcastable to ``(B, H, Tq, Tk)``. ``causal`` hides keys after the query
-    (aligned at the end when Tq != Tk, as for a KV-cache).
+    (query i sees keys j <= i: PyTorch's top-left alignment when Tq != Tk).
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     s = (q @ np.swapaxes(k, -1, -2)) * scale
     if causal:
         tq, tk = q.shape[-2], k.shape[-2]
-        allowed = np.tril(np.ones((tq, tk), dtype=bool), k=tk - tq)
+        allowed = np.tril(np.ones((tq, tk), dtype=bool))
         s = np.where(allowed, s, -np.inf)
     if mask is not None:
         s = np.where(mask, s, -np.inf) if mask.dtype == np.bool_ else s + mask

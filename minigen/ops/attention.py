@@ -52,7 +52,7 @@ def _masked_scores(q, k, mask, causal, scale):
     xp = q.xp
     if causal:
         tq, tk = q.shape[-2], k.shape[-2]
-        s = where(xp.tril(xp.ones((tq, tk), dtype=bool), k=tk - tq), s, -math.inf)
+        s = where(xp.tril(xp.ones((tq, tk), dtype=bool)), s, -math.inf)
     if mask is not None:
         s = where(mask, s, -math.inf) if mask.dtype == bool else s + Tensor._wrap(mask)
     return s

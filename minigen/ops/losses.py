@@ -122,12 +122,21 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         w = 1.0 if weight is None else weight.reshape(1, c, *([1] * (input.ndim - 2)))
         return _reduce(name, -(logp * y * w).sum(dim=1), reduction)
     loss = nll_loss(logp, target, weight, ignore_index, reduction)
-    if label_smoothing:
-        smooth = -logp.mean(dim=1)
-        if reduction != "none":
-            smooth = _reduce(name, smooth, reduction)
-        loss = (1 - label_smoothing) * loss + label_smoothing * smooth
-    return loss
+    if not label_smoothing:
+        return loss
+    # PyTorch's rule: the uniform part -sum_c w_c log p_c / C, over non-ignored targets,
+    # with 'mean' normalised like the NLL term.
+    t = target.data if isinstance(target, Tensor) else np.asarray(target)
+    valid = (t != ignore_index)
+    w = 1.0 if weight is None else weight.reshape(1, c, *([1] * (input.ndim - 2)))
+    smooth = -(logp * w).sum(dim=1) * valid.astype(input.dtype)
+    if reduction == "mean":
+        safe = input.xp.where(valid, t, 0)
+        total = valid.sum() if weight is None else (weight.data[safe] * valid).sum()
+        smooth = smooth.sum() / total
+    else:
+        smooth = _reduce(name, smooth, reduction)
+    return (1 - label_smoothing) * loss + (label_smoothing / c) * smooth
 
 
 def kl_div(input, target, reduction="mean", log_target=False):  # noqa: A002
