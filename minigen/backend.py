@@ -118,10 +118,12 @@ def get_kernel(name: str, device: str):
 def configure_threads(num_threads: int | None = None) -> dict:
     """Use one thread pool size for BLAS and Numba, and report the configuration.
 
-    On a 2-core machine, Numba's OpenMP workers spinning after a parallel region
-    steal the cores OpenBLAS wants for the very next GEMM. We therefore choose
-    Numba's ``workqueue`` layer (no spin-waiting) unless the user chose one, and
-    give both libraries the same thread count.
+    On a 2-core machine, threads that spin after their work is done steal the
+    cores the next parallel region needs: OpenBLAS workers after a matmul slowed
+    the next Numba convolution 3x until ``OPENBLAS_THREAD_TIMEOUT`` was set (in
+    ``minigen/__init__.py``, before NumPy loads OpenBLAS), and Numba's OpenMP
+    workers do the same to OpenBLAS, so ``minigen.kernels.cpu`` selects Numba's
+    ``workqueue`` layer unless the user chose one.
     """
     info = {"cpu_count": os.cpu_count()}
     try:
@@ -136,6 +138,7 @@ def configure_threads(num_threads: int | None = None) -> dict:
     info["blas"] = _blas_name()
     info["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
     info["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS")
+    info["OPENBLAS_THREAD_TIMEOUT"] = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
     return info
 
 
@@ -147,7 +150,3 @@ def _blas_name() -> str:
     except Exception:  # older NumPy: no dict mode
         return "unknown"
 
-
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    # Must be set before Numba launches its first parallel region.
-    os.environ["NUMBA_THREADING_LAYER"] = "workqueue"

@@ -1,0 +1,317 @@
+"""The conv2d kernels -- forward, input-gradient (= conv_transpose2d), weight-gradient --
+against the NumPy reference, which is their specification.
+
+* Numba (``minigen.kernels.cpu.conv``): hypothesis-generated geometries in float64
+  (tight tolerance) and float32, explicit edge cases, the adjoint identities that
+  make the three ops one family, and the benchmark shapes at a small batch.
+* CuPy (``minigen.kernels.gpu.conv``): the same comparisons, marked ``gpu``; they
+  skip where CuPy or a GPU is missing.
+
+Channel counts are drawn on both sides of the CPU kernels' switch between the
+dot-product form (many output channels per group) and the axpy form (few), so
+every code path meets every geometry.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minigen.kernels import reference as ref
+from minigen.kernels.cpu import conv as cpu
+
+OPS = ("conv2d_forward", "conv2d_input_grad", "conv2d_weight_grad")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@st.composite
+def geometries(draw, max_batch=3):
+    """A valid conv2d geometry: shapes, stride, padding, dilation, groups."""
+    groups = draw(st.integers(1, 3))
+    cg = draw(st.sampled_from([1, 2, 3, 8, 9]))      # input channels per group
+    og = draw(st.sampled_from([1, 2, 5, 8, 12]))     # output channels per group
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    # the (padded) input must hold the dilated kernel
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 11))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 11))
+    n = draw(st.integers(1, max_batch))
+    return dict(x_shape=(n, cg * groups, h, w), w_shape=(og * groups, cg, kh, kw),
+                stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups)
+
+
+def _out_shape(geo):
+    n, _, h, w = geo["x_shape"]
+    c_out, _, kh, kw = geo["w_shape"]
+    size = [ref.conv_output_size(s, k, st_, p, d) for s, k, st_, p, d in
+            zip((h, w), (kh, kw), geo["stride"], geo["padding"], geo["dilation"])]
+    return (n, c_out, *size)
+
+
+def _arrays(geo, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return tuple(rng.standard_normal(s).astype(dtype)
+                 for s in (geo["x_shape"], geo["w_shape"], _out_shape(geo)))
+
+
+def _args(geo):
+    return geo["stride"], geo["padding"], geo["dilation"], geo["groups"]
+
+
+def _run_all(module, x, w, g, geo):
+    """The three ops of ``module`` on one geometry."""
+    args = _args(geo)
+    return (module.conv2d_forward(x, w, *args),
+            module.conv2d_input_grad(g, w, geo["x_shape"], *args),
+            module.conv2d_weight_grad(x, g, geo["w_shape"], *args))
+
+
+def _assert_close(actual, expected, dtype, name=""):
+    """float64: agreement to ~1e-10 of the result's scale; float32: ~1e-4."""
+    actual = np.asarray(actual)
+    assert actual.shape == expected.shape, name
+    assert actual.dtype == dtype, name
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=name)
+
+
+def _check_against_reference(module, geo, dtype, to_device=np.asarray, to_host=np.asarray):
+    x, w, g = _arrays(geo, dtype)
+    expected = _run_all(ref, x.astype(np.float64), w.astype(np.float64), g.astype(np.float64),
+                        geo)
+    got = _run_all(module, to_device(x), to_device(w), to_device(g), geo)
+    for name, a, b in zip(OPS, got, expected):
+        host = to_host(a)
+        assert host.flags.c_contiguous, name
+        _assert_close(host, b, dtype, name)
+
+
+def _adjoint_gaps(module, geo, to_device=np.asarray, to_host=np.asarray):
+    """Relative gaps in <conv(x,w), g> = <x, conv^T(g,w)> = <w, conv_w(x,g)>."""
+    x, w, g = _arrays(geo, np.float64, seed=1)
+    y, gx, gw = (to_host(a) for a in _run_all(module, to_device(x), to_device(w),
+                                                 to_device(g), geo))
+    lhs = float(np.vdot(y, g))
+    scale = max(1.0, abs(lhs), float(np.abs(y).sum() * np.abs(g).max(initial=0.0)))
+    return abs(lhs - float(np.vdot(x, gx))) / scale, abs(lhs - float(np.vdot(w, gw))) / scale
+
+
+# Geometries every implementation must get right, named for what they exercise.
+EDGE_CASES = {
+    "batch1": dict(x_shape=(1, 16, 7, 9), w_shape=(8, 16, 3, 3), stride=(1, 1),
+                   padding=(1, 1), dilation=(1, 1), groups=1),
+    "kernel1x1": dict(x_shape=(2, 9, 5, 7), w_shape=(12, 9, 1, 1), stride=(1, 1),
+                      padding=(0, 0), dilation=(1, 1), groups=1),
+    "kernel1x1_padded_strided": dict(x_shape=(2, 8, 5, 5), w_shape=(8, 8, 1, 1), stride=(2, 2),
+                                     padding=(2, 1), dilation=(1, 1), groups=1),
+    "kernel_equals_padded_input": dict(x_shape=(2, 8, 5, 4), w_shape=(9, 8, 7, 6),
+                                       stride=(1, 1), padding=(1, 1), dilation=(1, 1),
+                                       groups=1),
+    "dilated_kernel_fills_input": dict(x_shape=(1, 3, 5, 5), w_shape=(2, 3, 3, 3),
+                                       stride=(1, 1), padding=(0, 0), dilation=(2, 2),
+                                       groups=1),
+    "stride_larger_than_kernel": dict(x_shape=(2, 8, 9, 8), w_shape=(8, 8, 2, 2),
+                                      stride=(3, 3), padding=(0, 1), dilation=(1, 1),
+                                      groups=1),
+    "depthwise": dict(x_shape=(2, 6, 8, 8), w_shape=(6, 1, 3, 3), stride=(1, 1),
+                      padding=(1, 1), dilation=(1, 1), groups=6),
+    "grouped_many_channels": dict(x_shape=(2, 32, 6, 6), w_shape=(32, 16, 3, 3), stride=(1, 2),
+                                  padding=(1, 0), dilation=(1, 1), groups=2),
+    "single_input_channel": dict(x_shape=(3, 1, 11, 11), w_shape=(16, 1, 7, 7), stride=(1, 1),
+                                 padding=(3, 3), dilation=(1, 1), groups=1),
+    "single_output_channel": dict(x_shape=(2, 12, 9, 9), w_shape=(1, 12, 4, 4), stride=(2, 2),
+                                  padding=(1, 1), dilation=(1, 1), groups=1),
+    "one_output_position": dict(x_shape=(2, 10, 3, 3), w_shape=(10, 10, 3, 3), stride=(2, 2),
+                                padding=(0, 0), dilation=(1, 1), groups=1),
+}
+
+# The benchmark layers (CONV_CASES in minigen/bench.py) at batch 2.
+BENCH_SHAPES = {
+    "c1": dict(x_shape=(2, 1, 28, 28), w_shape=(64, 1, 5, 5), stride=(2, 2), padding=(2, 2),
+               dilation=(1, 1), groups=1),
+    "c2": dict(x_shape=(2, 64, 14, 14), w_shape=(128, 64, 3, 3), stride=(1, 1), padding=(1, 1),
+               dilation=(1, 1), groups=1),
+    "c3": dict(x_shape=(2, 64, 28, 28), w_shape=(64, 64, 3, 3), stride=(1, 1), padding=(1, 1),
+               dilation=(1, 1), groups=1),
+    "pcnn": dict(x_shape=(2, 1, 28, 28), w_shape=(64, 1, 7, 7), stride=(1, 1), padding=(3, 3),
+                 dilation=(1, 1), groups=1),
+    # conv_transpose2d (64,128,7,7) -> 64, k4 s2 p1, seen as the conv2d it is the adjoint of
+    "convT": dict(x_shape=(2, 64, 14, 14), w_shape=(128, 64, 4, 4), stride=(2, 2),
+                  padding=(1, 1), dilation=(1, 1), groups=1),
+}
+
+
+# --------------------------------------------------------------------------- Numba (CPU)
+
+
+@settings(max_examples=60, deadline=None)
+@given(geo=geometries())
+def test_cpu_matches_reference_float64(geo):
+    _check_against_reference(cpu, geo, np.float64)
+
+
+@settings(max_examples=30, deadline=None)
+@given(geo=geometries())
+def test_cpu_matches_reference_float32(geo):
+    _check_against_reference(cpu, geo, np.float32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(geo=geometries())
+def test_cpu_adjoint_identities(geo):
+    """<conv(x,w), g> = <x, conv^T(g,w)> = <w, conv_w(x,g)>: the input- and
+    weight-gradient kernels are the adjoints of the forward kernel."""
+    gap_x, gap_w = _adjoint_gaps(cpu, geo)
+    assert gap_x < 1e-12 and gap_w < 1e-12
+
+
+@settings(max_examples=25, deadline=None)
+@given(geo=geometries(), shares=st.sampled_from([2, 3, 5]))
+def test_cpu_work_split_boundaries(geo, shares):
+    """Small problems normally run on one thread; cut them into several shares (more
+    than there are threads is fine) so share boundaries fall inside images, rows and
+    stride phases."""
+    original = cpu._threads
+    cpu._threads = lambda work: shares
+    try:
+        _check_against_reference(cpu, geo, np.float64)
+    finally:
+        cpu._threads = original
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", sorted(EDGE_CASES))
+def test_cpu_edge_cases(case, dtype):
+    _check_against_reference(cpu, EDGE_CASES[case], dtype)
+
+
+@pytest.mark.parametrize("case", sorted(BENCH_SHAPES))
+def test_cpu_benchmark_shapes_float32(case):
+    _check_against_reference(cpu, BENCH_SHAPES[case], np.float32)
+
+
+def test_cpu_non_contiguous_inputs():
+    """Strided views and transposed arrays give the results of their contiguous copies."""
+    rng = np.random.default_rng(3)
+    geo = dict(x_shape=(2, 8, 7, 9), w_shape=(12, 8, 3, 2), stride=(2, 1), padding=(1, 0),
+               dilation=(1, 2), groups=1)
+    x = rng.standard_normal((2, 7, 9, 16))[..., ::2].transpose(0, 3, 1, 2)   # NHWC view
+    w = np.asfortranarray(rng.standard_normal(geo["w_shape"]))
+    g = rng.standard_normal((2,) + _out_shape(geo)[1:] + (2,))[..., 0]      # strided view
+    assert not (x.flags.c_contiguous or w.flags.c_contiguous or g.flags.c_contiguous)
+    got = _run_all(cpu, x, w, g, geo)
+    expected = _run_all(ref, np.ascontiguousarray(x), np.ascontiguousarray(w),
+                        np.ascontiguousarray(g), geo)
+    for name, a, b in zip(OPS, got, expected):
+        assert a.flags.c_contiguous, name
+        assert not any(np.shares_memory(a, b_) for b_ in (x, w, g)), name
+        _assert_close(a, b, np.float64, name)
+
+
+def test_cpu_results_do_not_depend_on_thread_count():
+    geo = BENCH_SHAPES["c2"]
+    x, w, g = _arrays(geo, np.float64)
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        serial = _run_all(cpu, x, w, g, geo)
+    finally:
+        numba.set_num_threads(previous)
+    for name, a, b in zip(OPS, _run_all(cpu, x, w, g, geo), serial):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_cpu_mixed_and_other_dtypes():
+    """Mixed float32/float64 promotes like NumPy; integer inputs go to the reference."""
+    geo = EDGE_CASES["batch1"]
+    x, w, g = _arrays(geo, np.float64)
+    y = cpu.conv2d_forward(x.astype(np.float32), w, *_args(geo))
+    assert y.dtype == np.float64
+    _assert_close(y, ref.conv2d_forward(x.astype(np.float32).astype(np.float64), w,
+                                        *_args(geo)), np.float64)
+    xi, wi = x.round().astype(np.int64), w.round().astype(np.int64)
+    np.testing.assert_array_equal(cpu.conv2d_forward(xi, wi, *_args(geo)),
+                                  ref.conv2d_forward(xi, wi, *_args(geo)))
+
+
+def test_cpu_dispatch_picks_numba_kernels(monkeypatch):
+    from minigen import backend
+
+    monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
+    for name in OPS:
+        assert backend.get_kernel(name, "cpu") is getattr(cpu, name)
+
+
+# --------------------------------------------------------------------------- CuPy (GPU)
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    """(kernel module, to_device, to_host), or skip without CuPy and a GPU."""
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except Exception as exc:  # CuPy without a driver or device
+        pytest.skip(f"no usable CUDA device: {exc}")
+    from minigen.kernels.gpu import conv as gpu_conv
+
+    return gpu_conv, cupy.asarray, cupy.asnumpy
+
+
+@pytest.mark.gpu
+@settings(max_examples=40, deadline=None)
+@given(geo=geometries())
+def test_gpu_matches_reference_float64(gpu, geo):
+    module, to_device, to_host = gpu
+    _check_against_reference(module, geo, np.float64, to_device, to_host)
+
+
+@pytest.mark.gpu
+@settings(max_examples=20, deadline=None)
+@given(geo=geometries())
+def test_gpu_matches_reference_float32(gpu, geo):
+    module, to_device, to_host = gpu
+    _check_against_reference(module, geo, np.float32, to_device, to_host)
+
+
+@pytest.mark.gpu
+@settings(max_examples=20, deadline=None)
+@given(geo=geometries())
+def test_gpu_adjoint_identities(gpu, geo):
+    module, to_device, to_host = gpu
+    gap_x, gap_w = _adjoint_gaps(module, geo, to_device, to_host)
+    assert gap_x < 1e-12 and gap_w < 1e-12
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", sorted(EDGE_CASES) + sorted(BENCH_SHAPES))
+def test_gpu_edge_and_benchmark_cases(gpu, case):
+    module, to_device, to_host = gpu
+    geo = {**EDGE_CASES, **BENCH_SHAPES}[case]
+    for dtype in (np.float64, np.float32):
+        _check_against_reference(module, geo, dtype, to_device, to_host)
+
+
+@pytest.mark.gpu
+def test_gpu_non_contiguous_inputs(gpu):
+    """Strided and transposed device views give the results of their contiguous copies."""
+    module, to_device, to_host = gpu
+    geo = dict(x_shape=(2, 8, 7, 9), w_shape=(12, 8, 3, 2), stride=(2, 1), padding=(1, 0),
+               dilation=(1, 2), groups=1)
+    rng = np.random.default_rng(3)
+    x = to_device(rng.standard_normal((2, 7, 9, 16)))[..., ::2].transpose(0, 3, 1, 2)
+    w = to_device(rng.standard_normal(geo["w_shape"][::-1])).transpose(3, 2, 1, 0)
+    g = to_device(rng.standard_normal((2,) + _out_shape(geo)[1:] + (2,)))[..., 0]
+    assert not (x.flags.c_contiguous or w.flags.c_contiguous or g.flags.c_contiguous)
+    got = _run_all(module, x, w, g, geo)
+    expected = _run_all(ref, to_host(x), to_host(w), to_host(g), geo)
+    for name, a, b in zip(OPS, got, expected):
+        _assert_close(to_host(a), b, np.float64, name)
