@@ -129,6 +129,8 @@ def configure_threads(num_threads: int | None = None) -> dict:
     try:
         import numba
 
+        select_numba_threading_layer()  # before get_num_threads() starts the workers
+
         if num_threads is not None:
             numba.set_num_threads(num_threads)
         info["numba_threads"] = numba.get_num_threads()
@@ -140,6 +142,17 @@ def configure_threads(num_threads: int | None = None) -> dict:
     info["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS")
     info["OPENBLAS_THREAD_TIMEOUT"] = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
     return info
+
+
+def select_numba_threading_layer() -> None:
+    """Use Numba's ``workqueue`` threads (they sleep when idle) unless the user chose
+    a layer with ``NUMBA_THREADING_LAYER``. The OpenMP layer's spinning workers
+    slowed PyTorch's next call 200x in the benchmark; call this before Numba's
+    first parallel region, which is when it picks the layer."""
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        import numba
+
+        numba.config.THREADING_LAYER = "workqueue"
 
 
 def _blas_name() -> str:

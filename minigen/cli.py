@@ -12,7 +12,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(and PyTorch when installed)")
     bench.add_argument("--suite", default="kernels", choices=["kernels", "conv", "attention"],
                        help="which benchmarks to run (default: kernels = conv + attention)")
-    bench.add_argument("--repeat", type=int, default=10, help="timed runs per case (median)")
+    bench.add_argument("--repeat", type=int, default=10, help="timed runs per block (median)")
+    bench.add_argument("--rounds", type=int, default=3,
+                       help="alternating minigen/PyTorch blocks per case (best block kept)")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--no-reference", action="store_true",
                        help="skip the (slow) NumPy reference timings")

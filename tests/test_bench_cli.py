@@ -5,11 +5,12 @@ from minigen import bench
 from minigen.cli import main
 
 
-def test_run_cases_reports_every_column(capsys):
+def test_run_cases_reports_every_column(capsys, monkeypatch):
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: None)
     cases = [("tiny-conv", "conv", (2, 3, 6, 6), (4, 3, 3, 3), 1, 1, 0),
              ("tiny-convT", "convT", (2, 4, 3, 3), (4, 2, 4, 4), 2, 1, 0),
              ("tiny-attn", 2, 2, 5, 4)]
-    rows = bench.run_cases(cases, repeat=1)
+    rows = bench.run_cases(cases, repeat=1, rounds=2)
     assert [r["case"] for r in rows] == ["tiny-conv", "tiny-convT", "tiny-attn"]
     for row in rows:
         assert row["minigen_ms"] > 0 and row["reference_ms"] > 0
@@ -20,7 +21,9 @@ def test_run_cases_reports_every_column(capsys):
 def test_cli_bench_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "ATTENTION_CASES", [("tiny-attn", 1, 1, 4, 2)])
     out = tmp_path / "bench.json"
-    assert main(["bench", "--suite", "attention", "--repeat", "1", "--json", str(out)]) == 0
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: None)
+    assert main(["bench", "--suite", "attention", "--repeat", "1", "--rounds", "1",
+                 "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["rows"][0]["case"] == "tiny-attn"
     assert "numba_threads" in report["header"]
