@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, settings
 import minigen as mg
 
 settings.register_profile(
-    "minigen", deadline=None, max_examples=25, derandomize=True,
+    "minigen", deadline=None, max_examples=50, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile("minigen")

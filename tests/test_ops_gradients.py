@@ -172,6 +172,12 @@ def test_shape_ops(data, shape, layout):
     check(lambda t: t.flip(d0), x)
     check(lambda t: t.repeat(*([2] + [1] * (n - 1))), x)
     check(lambda t: t.repeat_interleave(2, dim=d1), x)
+    check(lambda t: t.clone() * 2, x)
+    check(lambda t: t.movedim(d0, d1), x)
+    check(lambda t: t.swapaxes(d0, d1), x)
+    check(lambda t: t.unbind(d0), x)
+    check(lambda t: t.unflatten(d0, (1, shape[d0])), x)
+    check(lambda t: t.masked_fill(t.detach() > 0, 0.5), x)
 
 
 @given(data=st.data(), shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=2, max_side=4))
