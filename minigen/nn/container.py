@@ -20,7 +20,54 @@ def _index(name, idx, length):
     return idx % length
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: children numbered ``'0'``, ``'1'``, ...
+    in order, with ``len``, iteration, ``append``/``extend``/``insert`` and ``del``
+    (which renumber, like PyTorch)."""
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def _renumber(self, modules) -> None:
+        self._modules.clear()
+        for i, module in enumerate(modules):
+            self.add_module(str(i), module)
+
+    def __delitem__(self, idx):
+        keys = list(self._modules)
+        doomed = keys[idx] if isinstance(idx, slice) else [
+            keys[_index(type(self).__name__, idx, len(keys))]]
+        for key in doomed:
+            del self._modules[key]
+        if all(k.isdigit() for k in keys):  # named Sequential children keep their names
+            self._renumber(list(self._modules.values()))
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index: int, module):
+        name = type(self).__name__
+        if not isinstance(module, Module):
+            raise TypeError(f"{name}.insert: {type(module).__name__} is not a Module")
+        n = len(self)
+        if not -n <= index <= n:
+            raise IndexError(f"{name}.insert: index {index} is out of range for {n} modules")
+        modules = list(self._modules.values())
+        modules.insert(index + n if index < 0 else index, module)  # PyTorch's rule
+        self._renumber(modules)
+        return self
+
+
+class Sequential(_ModuleSequence):
     """Apply modules one after another: ``Sequential(a, b)(x) == b(a(x))``.
 
     Built from modules (named ``'0'``, ``'1'``, ...) or from one ordered dict of
@@ -47,54 +94,13 @@ class Sequential(Module):
         key = list(self._modules)[_index("Sequential", idx, len(self))]
         self.add_module(key, module)
 
-    def __delitem__(self, idx):
-        keys = list(self._modules)
-        doomed = keys[idx] if isinstance(idx, slice) else [keys[_index("Sequential", idx,
-                                                                       len(keys))]]
-        for key in doomed:
-            del self._modules[key]
-        if all(k.isdigit() for k in keys):  # keep the numbering contiguous, like PyTorch
-            modules = list(self._modules.values())
-            self._modules.clear()
-            for i, module in enumerate(modules):
-                self._modules[str(i)] = module
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module) -> "Sequential":
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules) -> "Sequential":
-        for module in modules:
-            self.append(module)
-        return self
-
-    def insert(self, index: int, module) -> "Sequential":
-        if not isinstance(module, Module):
-            raise TypeError(f"Sequential.insert: {type(module).__name__} is not a Module")
-        n = len(self)
-        if not -n <= index <= n:
-            raise IndexError(f"Sequential.insert: index {index} is out of range for {n} modules")
-        index = index % (n + 1) if index < 0 else index
-        modules = list(self._modules.values())
-        modules.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(modules):
-            self._modules[str(i)] = m
-        return self
-
     def forward(self, input):  # noqa: A002
         for module in self:
             input = module(input)
         return input
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules whose parameters are registered (a plain Python list's would
     be invisible to ``parameters()``). It has no ``forward``: iterate over it."""
 
@@ -111,40 +117,8 @@ class ModuleList(Module):
     def __setitem__(self, idx, module):
         self.add_module(str(_index("ModuleList", idx, len(self))), module)
 
-    def __delitem__(self, idx):
-        modules = list(self._modules.values())
-        if isinstance(idx, slice):
-            del modules[idx]
-        else:
-            del modules[_index("ModuleList", idx, len(modules))]
-        self._modules.clear()
-        for i, module in enumerate(modules):
-            self._modules[str(i)] = module
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def __iadd__(self, modules) -> "ModuleList":
         return self.extend(modules)
-
-    def append(self, module) -> "ModuleList":
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules) -> "ModuleList":
-        for module in modules:
-            self.append(module)
-        return self
-
-    def insert(self, index: int, module) -> None:
-        modules = list(self._modules.values())
-        modules.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(modules):
-            self.add_module(str(i), m)
 
 
 class ModuleDict(Module):
