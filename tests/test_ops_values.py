@@ -74,6 +74,7 @@ def test_conv2d_matches_direct_loops():
     np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.equation("GAN-6")
 def test_conv_transpose_is_the_adjoint_of_conv():
     """<conv(x, W), y> = <x, conv^T(y, W)> for every x, y: the defining property."""
     x, w = arr(2, 3, 9, 8), arr(4, 3, 3, 3, seed=1)

@@ -140,6 +140,7 @@ def test_conv_transpose2d_layout_size_and_output_size(rng):
         plain(mg.randn(1, 3, 5, 5))
 
 
+@pytest.mark.equation("GAN-6")
 def test_conv_transpose_is_the_adjoint_of_conv(rng):
     """Eq. GAN-6: <conv(x), y> = <x, conv^T(y)> for the same weight and geometry."""
     conv = nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=False).double()
@@ -432,6 +433,7 @@ def test_lstm_init_range_and_dropout_between_layers():
     assert not np.allclose(arr(a), arr(c))
 
 
+@pytest.mark.equation("AR-3")
 def test_lstm_cell_and_lstm_gradients_float64(rng):
     """Eq. AR-3: LSTM cell (and unrolled LSTM) gradients match finite differences."""
     check_module_gradients(nn.LSTMCell(3, 2), rng.standard_normal((2, 3)),
