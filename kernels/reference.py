@@ -178,3 +178,12 @@ _erf_scalar = np.vectorize(math.erf, otypes=[np.float64])
 def erf(x):
     """The error function :math:`\\operatorname{erf}(x)=\\frac{2}{\\sqrt\\pi}\\int_0^x e^{-t^2}dt`."""
     return _erf_scalar(x).astype(x.dtype, copy=False)
+
+
+def softplus(x):
+    """:math:`\\mathrm{softplus}(x)=\\log(1+e^x)=\\max(x,0)+\\log(1+e^{-|x|})`, stable for any x.
+
+    The Bernoulli log-likelihood of every pixel of every importance sample
+    calls it, so it has a kernel of its own.
+    """
+    return np.logaddexp(0.0, x).astype(x.dtype, copy=False)

@@ -1,34 +1,214 @@
-"""The ``minigen`` command line."""
+"""The ``minigen`` command line: demo, train, sample, eval, bench, list.
+
+Every subcommand has a complete ``--help``. Mistakes (a bad option, a missing
+data file, an existing run) end with one line on stderr and exit status 2,
+not a traceback; set ``MINIGEN_DEBUG=1`` to see the traceback anyway.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+
+EXAMPLES = """examples:
+  minigen demo                                   # small models of every family on the digits, a gallery
+  minigen train vae --data mnist --data-dir ../shared/data/mnist --binarize dynamic --epochs 100
+  minigen eval runs/vae --k 5000                 # test NLL by the IWAE bound, linear probe
+  minigen sample runs/vae -n 64
+  minigen list
+"""
+
+
+def _positive(kind):
+    """An argparse type: ``kind`` (int or float) that must be > 0, with a one-line message otherwise."""
+    noun = "integer" if kind is int else "number"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {noun}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {noun}, got {value}")
+        return value
+    parse.__name__ = f"positive {noun}"
+    return parse
+
+
+_positive_int, _positive_float = _positive(int), _positive(float)
+
+
+def _duration(text):
+    from .train import parse_duration
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_data_arguments(parser, default_data="digits") -> None:
+    from .data import list_datasets
+    names = [n for n, d in list_datasets().items() if not d.startswith("2-D toy")]
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", default=default_data, choices=names,
+                       help=f"dataset (default: {default_data}; see `minigen list`)")
+    group.add_argument("--data-dir", metavar="DIR",
+                       help="folder holding the dataset files (never downloads); default: $MINIGEN_DATA "
+                            "or ~/.cache/minigen, downloading missing files")
+    group.add_argument("--no-download", action="store_true", help="fail instead of downloading missing files")
+    group.add_argument("--binarize", choices=["none", "dynamic", "threshold"], default="none",
+                       help="grey levels as they are, resampled Bernoulli(x) per batch (dynamic), or x > 0.5 "
+                            "(default: none; binarized-mnist is always the fixed Larochelle-Murray binarization)")
+
+
+def add_train_parser(sub) -> None:
+    from .models import registry
+    train = sub.add_parser("train", help="train a model; writes runs/<name>/", epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Train a model. A run folder holds config.json, metrics.jsonl, "
+                                       "checkpoint.npz, sample grids and loss.png; --resume continues it.")
+    models = train.add_subparsers(dest="model", required=True, metavar="MODEL")
+    for spec in registry().values():
+        p = models.add_parser(spec.name, help=spec.summary, description=spec.summary)
+        add_data_arguments(p, spec.default_data)
+        run = p.add_argument_group("training")
+        length = run.add_mutually_exclusive_group()
+        length.add_argument("--epochs", type=_positive_int, default=10, help="passes over the data (default: 10)")
+        length.add_argument("--steps", type=_positive_int, help="optimizer steps (overrides --epochs)")
+        run.add_argument("--batch-size", type=_positive_int, default=spec.defaults.get("batch_size", 100),
+                         help="examples per step (default: %(default)s)")
+        run.add_argument("--lr", type=_positive_float, default=spec.defaults.get("lr", 1e-3),
+                         help="Adam learning rate (default: %(default)s)")
+        run.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                         help="learning-rate schedule over the run (default: constant)")
+        run.add_argument("--min-lr-ratio", type=float, default=0.0,
+                         help="cosine schedule ends at lr * this (default: 0)")
+        run.add_argument("--clip-grad-norm", type=_positive_float, help="clip the global gradient norm")
+        run.add_argument("--seed", type=int, default=0, help="random seed: same seed, same run (default: 0)")
+        run.add_argument("--time-limit", type=_duration, metavar="T",
+                         help="stop after this much training time, e.g. 3600, 60m, 1h (checkpointed)")
+        out = p.add_argument_group("run folder")
+        out.add_argument("--name", help="run name (default: the model name)")
+        out.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+        out.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+        out.add_argument("--checkpoint-every", type=_positive_int, default=1000, help="steps (default: 1000)")
+        out.add_argument("--log-every", type=_positive_int, default=50, help="steps per metrics row (default: 50)")
+        out.add_argument("--sample-every", type=_positive_int, help="steps between sample grids (default: end only)")
+        out.add_argument("--eval-every", type=_positive_int, help="steps between test-subset evaluations")
+        out.add_argument("--eval-k", type=_positive_int, default=100,
+                         help="importance samples of those evaluations (default: 100)")
+        out.add_argument("--eval-examples", type=_positive_int, default=1000,
+                         help="test examples of those evaluations (default: 1000)")
+        out.add_argument("--no-progress", action="store_true", help="no progress bar")
+        spec.add_arguments(p.add_argument_group(f"{spec.name} model"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minigen", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="minigen", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="train a small model of each family on the digits and "
+                                       "write runs/demo/index.html (a few minutes on 2 cores)")
+    demo.add_argument("--runs-dir", default="runs", help="where runs/demo goes (default: runs)")
+    demo.add_argument("--steps", type=_positive_int, help="steps per model (default: each family's demo length)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    add_train_parser(sub)
+
+    smp = sub.add_parser("sample", help="draw samples from a trained run into a PNG grid")
+    smp.add_argument("run", help="run folder, e.g. runs/vae")
+    smp.add_argument("-n", type=_positive_int, default=64, help="number of samples (default: 64)")
+    smp.add_argument("--out", help="PNG path (default: RUN/samples_n<N>_seed<S>.png)")
+    smp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+    ev = sub.add_parser("eval", help="score a trained run on its test set; prints and writes metrics JSON")
+    ev.add_argument("run", help="run folder, e.g. runs/vae")
+    ev.add_argument("--limit", type=_positive_int, help="only the first N test examples")
+    ev.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
+    ev.add_argument("--output", help="file name inside the run folder (default: eval.json)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .models.vae import add_vae_eval_arguments
+    add_vae_eval_arguments(ev)   # the likelihood families share these options
+
     bench = sub.add_parser("bench", help="time the kernels against the NumPy reference "
-                                          "(and PyTorch when installed)")
+                                         "(and PyTorch when installed)")
     bench.add_argument("--suite", default="kernels", choices=["kernels", "conv", "attention"],
                        help="which benchmarks to run (default: kernels = conv + attention)")
     bench.add_argument("--repeat", type=int, default=10, help="timed runs per block (median)")
     bench.add_argument("--rounds", type=int, default=3,
                        help="alternating minigen/PyTorch blocks per case (best block kept)")
-    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                       help="where to run minigen and PyTorch (default: cpu)")
     bench.add_argument("--no-reference", action="store_true",
                        help="skip the (slow) NumPy reference timings")
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+
+    sub.add_parser("list", help="the models `minigen train` knows and the datasets")
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def _train_config(args) -> dict:
+    cfg = {k: v for k, v in vars(args).items() if k != "command"}
+    cfg["name"] = args.name or args.model
+    cfg["command"] = " ".join(["minigen"] + sys.argv[1:])
+    if args.data_dir is not None:
+        cfg["data_dir"] = os.path.abspath(args.data_dir)
+    return cfg
+
+
+def run_command(args) -> int:
     if args.command == "bench":
         from .bench import run_bench
-
         return run_bench(args)
-    return 0
+    if args.command == "list":
+        from .data import list_datasets
+        from .models import registry
+        print("models (minigen train MODEL):")
+        for spec in registry().values():
+            print(f"  {spec.name:16s} {spec.summary}")
+        print("datasets (--data NAME):")
+        for name, text in list_datasets().items():
+            print(f"  {name:16s} {text}")
+        return 0
+    if args.command == "train":
+        from .models import get_spec
+        from .runs import train
+        run_dir, last = train(get_spec(args.model), _train_config(args), progress=not args.no_progress)
+        print(f"run folder: {run_dir}")
+        print(json.dumps(last))
+        return 0
+    if args.command == "eval":
+        from .runs import evaluate
+        print(json.dumps(evaluate(args.run, args, progress=not args.no_progress), indent=2))
+        return 0
+    if args.command == "sample":
+        from .runs import sample
+        print(sample(args.run, args.n, args.out, args.seed))
+        return 0
+    if args.command == "demo":
+        from .demo import run_demo
+        print(run_demo(args))
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run_command(args)
+    except KeyboardInterrupt:
+        print("minigen: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, OSError) as err:
+        if os.environ.get("MINIGEN_DEBUG"):
+            raise
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"minigen {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -49,12 +49,12 @@ import json
 import math
 import os
 import re
-import tempfile
 import zipfile
 
 import numpy as np
 
 from . import backend
+from .files import atomic_write
 from .autograd import Tensor
 
 __all__ = ["save", "load", "CheckpointError", "FORMAT", "VERSION"]
@@ -186,16 +186,6 @@ class _Encoder:
         )
 
 
-def _default_file_mode(path: str) -> int:
-    """The permission bits the file would get from a plain ``open(path, 'w')``."""
-    try:
-        return os.stat(path).st_mode & 0o7777  # keep an existing checkpoint's mode
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 def save(obj, path, compress: bool = False) -> None:
     """Write ``obj`` (a nested dict/list of Tensors, arrays and scalars) to ``path`` as ``.npz``.
 
@@ -217,41 +207,15 @@ def save(obj, path, compress: bool = False) -> None:
     if hasattr(path, "write"):
         writer(path, allow_pickle=False, **arrays)
         return
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(errno.ENOENT, "save: the directory does not exist", directory)
-    mode = _default_file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
             writer(f, allow_pickle=False, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
 
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable (best effort; not possible on every OS)."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        atomic_write(path, write, create_dirs=False)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(errno.ENOENT, "save: the directory does not exist", err.filename) from None
 
 
 # --------------------------------------------------------------------------- load

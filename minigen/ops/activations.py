@@ -85,12 +85,12 @@ class Tanh(Function):
 
 
 class Softplus(Function):
-    """softplus(x) = log(1 + e^{beta x}) / beta (stable via logaddexp); derivative sigma(beta x)."""
+    """softplus(x) = log(1 + e^{beta x}) / beta (a stable kernel); derivative sigma(beta x)."""
 
     @staticmethod
     def forward(ctx, a, beta):
-        xp = backend.array_module(a)
-        return (xp.logaddexp(0.0, beta * a) / beta).astype(a.dtype)
+        kernel = backend.get_kernel("softplus", backend.device_of(a))
+        return kernel(a) if beta == 1 else (kernel(beta * a) / beta).astype(a.dtype)
 
     @staticmethod
     def backward(ctx, g):

@@ -1,0 +1,59 @@
+"""Model families, in lecture order, and the registry the command line reads.
+
+Each family module defines its models and a few *recipes*: how to add its
+options to ``minigen train``, build a model from a run's config, evaluate it
+and draw its figures. ``registry()`` maps the names ``minigen train NAME``
+accepts to those recipes.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Callable
+
+__all__ = ["ModelSpec", "registry", "get_spec"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the command line needs to know about one trainable model."""
+
+    name: str
+    summary: str
+    add_arguments: Callable           # (argparse parser) -> None: the model's own options
+    build: Callable                   # (config dict, image_shape) -> Module
+    default_data: str = "digits"
+    add_eval_arguments: Callable | None = None
+    evaluate: Callable | None = None  # (model, train Dataset, test Dataset, args) -> dict
+    figures: Callable | None = None   # (model, run_dir, images) -> [(caption, png path)]
+    periodic_eval: Callable | None = None   # (model, test images, k) -> () -> dict
+    defaults: dict = field(default_factory=dict)   # training defaults: lr, batch_size, steps...
+
+
+def _specs():
+    from . import vae
+    return [
+        ModelSpec("vae", "variational autoencoder (Eq. VAE-1..6): MLP or conv, Bernoulli/Gaussian decoder, "
+                  "IWAE training with --k", vae.add_vae_arguments, vae.build_vae,
+                  add_eval_arguments=vae.add_vae_eval_arguments, evaluate=vae.evaluate_vae,
+                  figures=vae.vae_figures, periodic_eval=vae.periodic_iwae,
+                  defaults={"lr": 1e-3, "batch_size": 100}),
+        ModelSpec("hvae", "two-level Markovian hierarchical VAE x -> z1 -> z2 (Eq. DIF-2)",
+                  vae.add_hvae_arguments, vae.build_hvae,
+                  add_eval_arguments=vae.add_vae_eval_arguments, evaluate=vae.evaluate_vae,
+                  figures=vae.vae_figures, periodic_eval=vae.periodic_iwae,
+                  defaults={"lr": 1e-3, "batch_size": 100}),
+    ]
+
+
+@functools.cache
+def registry() -> dict:
+    """``{name: ModelSpec}`` of every trainable model (family modules are imported on first use)."""
+    return {spec.name: spec for spec in _specs()}
+
+
+def get_spec(name: str) -> ModelSpec:
+    specs = registry()
+    if name not in specs:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(specs)}")
+    return specs[name]

@@ -1,0 +1,134 @@
+"""A run from the command line: data + model + trainer, and the way back from a run folder.
+
+``minigen train`` calls :func:`train`, which turns the parsed options into a
+dataset, a loader, a model (through the family's :class:`~minigen.models.ModelSpec`),
+an optimizer and a :class:`~minigen.train.Trainer`. ``config.json`` records
+every option, so :func:`load_run` can rebuild the same model for ``sample``
+and ``eval`` from the run folder alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+from . import random as mg_random
+
+__all__ = ["train", "load_run", "load_data", "fixed_binarization", "evaluate", "sample"]
+
+
+def load_data(cfg: dict, split: str):
+    """The dataset a run's config names, for ``split`` (``train`` / ``test``)."""
+    from .data import load_dataset
+
+    binarize = "static" if cfg["data"] == "binarized-mnist" else cfg.get("binarize", "none")
+    return load_dataset(cfg["data"], split, data_dir=cfg.get("data_dir"), download=not cfg.get("no_download"),
+                        binarize=binarize)
+
+
+def fixed_binarization(dataset, seed: int) -> np.ndarray:
+    """Test images for evaluation: one fixed Bernoulli draw per pixel for dynamically binarized data.
+
+    A model trained on fresh binarizations each epoch is scored on a single
+    draw of the test set (seeded, so every evaluation sees the same one).
+    """
+    if dataset.binarize != "dynamic":
+        return dataset.images
+    from .data import dynamic_binarize
+    return dynamic_binarize(dataset.images, np.random.default_rng([seed, 2]))
+
+
+def train(spec, cfg: dict, progress: bool = True) -> tuple:
+    """Train ``spec``'s model as ``cfg`` says; returns ``(run_dir, last logged row)``."""
+    from .optim import Adam, CosineAnnealingLR
+    from .train import Trainer
+
+    mg_random.manual_seed(cfg["seed"])
+    train_set = load_data(cfg, "train")
+    loader = train_set.loader(cfg["batch_size"], shuffle=True, seed=cfg["seed"], drop_last=True)
+    cfg = {**cfg, "image_shape": list(train_set.image_shape), "train_examples": len(train_set)}
+    model = spec.build(cfg, train_set.image_shape)
+    steps = cfg["steps"] or cfg["epochs"] * len(loader)
+    cfg["total_steps"] = steps
+    optimizer = Adam(model.parameters(), lr=cfg["lr"])
+    scheduler = (CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg["lr"] * cfg["min_lr_ratio"])
+                 if cfg["schedule"] == "cosine" else None)
+
+    eval_fn = None
+    if cfg.get("eval_every") and spec.periodic_eval is not None:
+        test = load_data(cfg, "test")
+        subset = fixed_binarization(test, cfg["seed"])[: cfg["eval_examples"]]
+        eval_fn = spec.periodic_eval(model, subset, cfg["eval_k"])
+
+    def sample_fn():
+        model.eval()
+        images = model.sample(64)
+        model.train()
+        return images
+
+    run_dir = os.path.join(cfg["runs_dir"], cfg["name"])
+    trainer = Trainer(run_dir, model, loader, steps, optimizer=optimizer, scheduler=scheduler,
+                      config=cfg, checkpoint_every=cfg["checkpoint_every"], log_every=cfg["log_every"],
+                      sample_fn=sample_fn, sample_every=cfg["sample_every"], eval_fn=eval_fn,
+                      eval_every=cfg.get("eval_every"), clip_grad_norm=cfg.get("clip_grad_norm"),
+                      time_limit=cfg.get("time_limit"), progress=progress)
+    last = trainer.fit(resume=cfg["resume"])
+    if spec.figures is not None:
+        model.eval()
+        spec.figures(model, run_dir, fixed_binarization(load_data(cfg, "test"), cfg["seed"])[:64])
+    return run_dir, last
+
+
+def load_run(run_dir: str):
+    """``(spec, config, model)`` of a run folder, with the last checkpoint's weights."""
+    from .models import get_spec
+    from .serialization import load
+    from .train import CHECKPOINT
+
+    config_path = os.path.join(run_dir, "config.json")
+    ckpt_path = os.path.join(run_dir, CHECKPOINT)
+    for path in (config_path, ckpt_path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{run_dir} is not a finished run folder: {os.path.basename(path)} is missing")
+    with open(config_path) as f:
+        cfg = json.load(f)
+    spec = get_spec(cfg["model"])
+    model = spec.build(cfg, tuple(cfg["image_shape"]))
+    model.load_state_dict(load(ckpt_path)["state"]["model"])
+    model.eval()
+    return spec, cfg, model
+
+
+def evaluate(run_dir: str, args, progress: bool = True) -> dict:
+    """Score a run on its test set; writes ``eval.json`` in the run folder and returns the metrics."""
+    from .train import write_json
+
+    spec, cfg, model = load_run(run_dir)
+    if spec.evaluate is None:
+        raise ValueError(f"model {cfg['model']!r} has no evaluation yet")
+    mg_random.manual_seed(args.seed)
+    train_set, test_set = load_data(cfg, "train"), load_data(cfg, "test")
+    n = args.limit or len(test_set)
+    scored = dataclasses.replace(test_set, images=fixed_binarization(test_set, args.seed)[:n],
+                                 labels=None if test_set.labels is None else test_set.labels[:n])
+    probe_train = dataclasses.replace(train_set, images=fixed_binarization(train_set, args.seed))
+    metrics = {"run": os.path.abspath(run_dir), "model": cfg["model"], "data": cfg["data"],
+               "binarize": scored.binarize, "seed": args.seed,
+               "command": " ".join(["minigen"] + sys.argv[1:]) if sys.argv else None}
+    metrics.update(spec.evaluate(model, probe_train, scored, args, progress=progress))
+    write_json(os.path.join(run_dir, args.output or "eval.json"), metrics)
+    return metrics
+
+
+def sample(run_dir: str, n: int, out: str | None, seed: int) -> str:
+    """Draw ``n`` samples from a run's model into a PNG grid; returns its path."""
+    from .viz import save_image_grid
+
+    _, _, model = load_run(run_dir)
+    mg_random.manual_seed(seed)
+    path = out or os.path.join(run_dir, f"samples_n{n}_seed{seed}.png")
+    return save_image_grid(model.sample(n), path, nrow=int(math.ceil(math.sqrt(n))))

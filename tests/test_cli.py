@@ -1,0 +1,102 @@
+"""The command line: complete --help, one-line errors, and train → sample → eval → demo on the digits."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minigen.cli import build_parser, main
+
+SUBCOMMANDS = [["demo"], ["train"], ["train", "vae"], ["train", "hvae"], ["sample"], ["eval"], ["bench"], ["list"]]
+
+
+@pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
+def test_help_is_complete(words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*words, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    parser = build_parser()
+    # every option of the subcommand is described
+    actions = parser._subparsers._group_actions[0].choices[words[0]]
+    for name in words[1:]:
+        actions = actions._subparsers._group_actions[0].choices[name]
+    for action in actions._actions:
+        for flag in action.option_strings:
+            assert flag in text, flag
+        if action.option_strings:
+            assert action.help, f"{words} {action.option_strings} has no help text"
+
+
+def run_cli(*args, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "minigen.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "vae", "--steps", "-3"], "expected a positive integer"),
+    (["train", "vae", "--data", "mnist", "--data-dir", "/nonexistent/folder"], "/nonexistent/folder"),
+    (["train", "gan9000"], "invalid choice"),
+    (["train", "vae", "--hidden", "2x0"], "layer sizes"),
+    (["train", "vae", "--time-limit", "soon"], "duration"),
+    (["eval", "/nonexistent/run"], "not a finished run folder"),
+    (["sample", "/nonexistent/run"], "not a finished run folder"),
+])
+def test_bad_arguments_give_one_line_errors(args, message, tmp_path):
+    code, out, err = run_cli(*args, "--runs-dir", str(tmp_path)) if args[0] == "train" else run_cli(*args)
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("usage:")
+             and not line.startswith(" ")]
+    assert len(lines) == 1, err
+    assert message in lines[0]
+
+
+def test_list_names_models_and_datasets(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("vae", "hvae", "digits", "mnist", "binarized-mnist", "ring8", "checkerboard"):
+        assert word in out
+
+
+def test_train_sample_eval_on_digits(tmp_path, capsys):
+    args = ["train", "vae", "--data", "digits", "--binarize", "dynamic", "--latent", "4", "--hidden", "32",
+            "--steps", "120", "--batch-size", "32", "--runs-dir", str(tmp_path), "--name", "v",
+            "--eval-every", "60", "--eval-examples", "20", "--eval-k", "5", "--no-progress"]
+    assert main(args) == 0
+    run = tmp_path / "v"
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"] == "vae" and cfg["image_shape"] == [1, 8, 8] and cfg["total_steps"] == 120
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("test/iwae5" in r for r in rows)
+    for png in ("loss.png", "prior_samples.png", "reconstructions.png", "latent_traversal.png"):
+        assert (run / png).stat().st_size > 0
+    # the same command again refuses to overwrite, --resume is accepted
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+
+    assert main(["sample", str(run), "-n", "9", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").exists()
+    capsys.readouterr()
+    assert main(["eval", str(run), "--k", "20", "--limit", "50", "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((run / "eval.json").read_text())
+    assert printed == saved
+    assert saved["test_examples"] == 50 and saved["test_nll_iwae20"] > 0
+    assert saved["test_elbo"] <= -saved["test_nll_iwae20"] + 1.0    # the ELBO is (nearly) below L_20
+    assert 0.0 <= saved["linear_probe_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_demo_writes_the_gallery(tmp_path):
+    code, out, err = run_cli("demo", "--runs-dir", str(tmp_path), "--steps", "40", "--no-progress")
+    assert code == 0, err
+    index = tmp_path / "demo" / "index.html"
+    html = index.read_text()
+    assert str(index) in out
+    for name in ("1-vae", "4-hvae"):
+        assert os.path.exists(tmp_path / "demo" / name / "prior_samples.png")
+    assert "test_nll_iwae1000" in html and "<img" in html and "minigen train" in html
