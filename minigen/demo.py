@@ -19,19 +19,19 @@ DEMOS = [
      "A 64-200-200-8 VAE with a Bernoulli decoder on dynamically binarized digits, trained on the "
      "ELBO (Eq. VAE-4) with reparameterized samples (Eq. VAE-5). Test NLL is the IWAE bound with "
      "k = 1000 (Eq. VAE-1 by importance sampling); the traversal varies one latent at a time (Eq. VAE-6).",
-     ["vae", "--latent", "8", "--hidden", "200,200", "--steps", "6000", "--batch-size", "64",
+     ["vae", "--latent", "8", "--hidden", "200,200", "--steps", "4000", "--batch-size", "64",
       "--schedule", "cosine"]),
     ("IWAE — the same networks, trained on the k = 5 importance-weighted bound",
      "Training on L_5 instead of the ELBO: a tighter bound, used by more latents.",
-     ["vae", "--latent", "8", "--hidden", "200,200", "--steps", "3000", "--batch-size", "64",
+     ["vae", "--latent", "8", "--hidden", "200,200", "--steps", "2000", "--batch-size", "64",
       "--schedule", "cosine", "--k", "5"]),
     ("Convolutional VAE",
      "Two stride-2 convolutions in the encoder and two transposed convolutions in the decoder.",
-     ["vae", "--arch", "conv", "--latent", "8", "--steps", "3000", "--batch-size", "64", "--schedule", "cosine"]),
+     ["vae", "--arch", "conv", "--latent", "8", "--steps", "2000", "--batch-size", "64", "--schedule", "cosine"]),
     ("Hierarchical VAE (Eq. DIF-2)",
      "Two stochastic layers x → z1 → z2, the Markovian hierarchy the diffusion section grows from; "
      "the bound is computed from its five factors.",
-     ["hvae", "--latents", "16,8", "--hidden", "200,200", "--hidden2", "64,64", "--steps", "6000",
+     ["hvae", "--latents", "16,8", "--hidden", "200,200", "--hidden2", "64,64", "--steps", "4000",
       "--batch-size", "64", "--schedule", "cosine"]),
 ]
 

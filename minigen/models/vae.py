@@ -243,7 +243,7 @@ class VAE(LatentVariableModel):
         return Normal(loc, log_scale=math.log(0.01) + ops.softplus(raw - math.log(0.01)))
 
     def elbo(self, x: Tensor) -> dict:
-        r"""Eq. VAE-4 (= DIF-1) per example, with the KL in closed form and one reparameterized sample:
+        r"""Eq. VAE-4 and Eq. DIF-1, the ELBO per example: closed-form KL, one reparameterized sample.
 
         .. math:: \mathcal L = \underbrace{\log p_\theta(x\mid z)}_{\text{reconstruction}}
                   - \underbrace{D_{KL}(q_\phi(z\mid x)\Vert p(z))}_{\text{prior matching}},

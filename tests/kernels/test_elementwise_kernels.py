@@ -1,0 +1,47 @@
+"""Element-wise kernels (erf, softplus) against the NumPy reference, on the CPU and (marked) the GPU."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from minigen import backend
+from minigen.kernels import reference as ref
+from minigen.kernels.cpu import elementwise as cpu
+
+TOL = {np.float64: dict(rtol=1e-12, atol=1e-300), np.float32: dict(rtol=2e-6, atol=1e-30)}
+EXTREMES = np.array([-1e30, -100.0, -20.0, -1e-8, 0.0, 1e-8, 20.0, 100.0, 1e30])
+
+
+@pytest.mark.parametrize("name", ["erf", "softplus"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(x=hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=3, max_side=7),
+                    elements=st.floats(-50, 50)))
+def test_cpu_matches_reference(name, dtype, x):
+    x = x.astype(dtype)
+    got, want = getattr(cpu, name)(x), getattr(ref, name)(x)
+    assert got.dtype == dtype and got.shape == x.shape
+    np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softplus_never_overflows(dtype):
+    x = EXTREMES.astype(dtype)
+    got = cpu.softplus(x)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref.softplus(x), **TOL[dtype])
+    view = np.arange(20, dtype=dtype).reshape(4, 5)[:, ::2]           # non-contiguous input
+    np.testing.assert_allclose(cpu.softplus(view), ref.softplus(view), **TOL[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["erf", "softplus"])
+def test_gpu_matches_reference(name):
+    import cupy
+
+    from minigen.kernels.gpu import elementwise as gpu
+    x = np.concatenate([EXTREMES, np.random.default_rng(0).normal(scale=10, size=1000)])
+    for dtype in (np.float32, np.float64):
+        got = cupy.asnumpy(getattr(gpu, name)(cupy.asarray(x.astype(dtype))))
+        np.testing.assert_allclose(got, getattr(ref, name)(x.astype(dtype)), **TOL[dtype])
+    assert backend.get_kernel(name, "cuda") is getattr(gpu, name)
