@@ -187,3 +187,15 @@ def softplus(x):
     calls it, so it has a kernel of its own.
     """
     return np.logaddexp(0.0, x).astype(x.dtype, copy=False)
+
+
+def bernoulli_log_likelihood(logits, x):
+    """Per-row Bernoulli log-likelihood :math:`\\sum_d x_d\\ell_d - \\mathrm{softplus}(\\ell_d)`.
+
+    ``logits`` is (N, D) and ``x`` is (M, D) with N a multiple of M: row n is
+    scored against ``x[n % M]`` — k importance samples of a batch of M images,
+    sample-major, without ever copying the batch k times. Returns (N,).
+    """
+    n, d = logits.shape
+    rows = logits.reshape(n // x.shape[0], x.shape[0], d)
+    return (x * rows - softplus(rows)).sum(axis=2, dtype=np.float64).astype(logits.dtype).reshape(n)

@@ -80,6 +80,11 @@ class Normal:
     def sample(self, sample_shape: tuple = ()) -> Tensor:
         return self.rsample(sample_shape).detach()
 
+    def log_prob_per_example(self, x) -> Tensor:
+        """``log_prob`` summed over each example; the parameters' batch may be k sample-major copies of x's."""
+        k = self.loc.shape[0] // x.shape[0]
+        return sum_except_batch(self.log_prob(x.unsqueeze(0).expand(k, *x.shape).reshape(self.loc.shape)))
+
     def entropy(self) -> Tensor:
         return self.log_scale + 0.5 * (1.0 + _LOG_2PI)
 
@@ -109,6 +114,14 @@ class Bernoulli:
 
     def log_prob(self, x) -> Tensor:
         return x * self.logits - ops.softplus(self.logits)
+
+    def log_prob_per_example(self, x) -> Tensor:
+        """``log_prob`` summed over each example, in one fused kernel pass.
+
+        The logits' batch may be k sample-major copies of x's batch (the k
+        importance samples of a VAE): x is never copied k times.
+        """
+        return ops.bernoulli_log_likelihood(self.logits, x)
 
     def sample(self, sample_shape: tuple = ()) -> Tensor:
         probs = self.probs.detach()

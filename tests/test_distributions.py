@@ -56,3 +56,20 @@ def test_sum_except_batch_and_errors():
         Normal(mg.zeros(2))
     with pytest.raises(TypeError, match="Normal and Normal"):
         kl_divergence(Bernoulli(mg.zeros(2)), Normal(mg.zeros(2), scale=1.0))
+
+
+def test_fused_bernoulli_log_likelihood_op():
+    from minigen.gradcheck import gradcheck, gradgradcheck
+    rng = np.random.default_rng(0)
+    logits = mg.tensor(rng.normal(size=(6, 2, 3)) * 3, dtype=mg.float64, requires_grad=True)
+    x = mg.tensor(rng.random((3, 2, 3)), dtype=mg.float64, requires_grad=True)
+    per_example = mg.bernoulli_log_likelihood(logits, x)
+    expected = Bernoulli(logits).log_prob(x.unsqueeze(0).expand(2, 3, 2, 3).reshape(6, 2, 3))
+    np.testing.assert_allclose(per_example.detach().numpy(), sum_except_batch(expected).detach().numpy(),
+                               rtol=1e-12)
+    assert gradcheck(mg.bernoulli_log_likelihood, (logits, x))
+    assert gradgradcheck(mg.bernoulli_log_likelihood, (logits, x))
+    with pytest.raises(ValueError, match=r"logits must be \(k\*B, ...\)"):
+        mg.bernoulli_log_likelihood(mg.zeros(5, 4), mg.zeros(2, 4))
+    with pytest.raises(ValueError, match="same trailing"):
+        mg.bernoulli_log_likelihood(mg.zeros(4, 4), mg.zeros(2, 3))

@@ -8,4 +8,4 @@ select_numba_threading_layer()  # before any kernel below starts Numba's workers
 
 from .attention import attention_backward, attention_forward  # noqa: E402,F401
 from .conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad  # noqa: E402,F401
-from .elementwise import erf, softplus  # noqa: E402,F401
+from .elementwise import bernoulli_log_likelihood, erf, softplus  # noqa: E402,F401

@@ -1,7 +1,8 @@
-"""Element-wise Numba kernels."""
+"""Element-wise Numba kernels (and the fused Bernoulli log-likelihood, an element-wise sum)."""
 import math
 
 import numba
+import numpy as np
 
 
 @numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
@@ -17,3 +18,23 @@ def softplus(x):
     NumPy's ``logaddexp(0, x)`` is about 18 ns per element here; this is ~10x less.
     """
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _bernoulli_rows(logits, x, out):
+    n, d = logits.shape
+    m = x.shape[0]
+    for i in numba.prange(n):
+        row = i % m
+        acc = 0.0                       # float64 accumulator: 784 terms per image
+        for j in range(d):
+            v = logits[i, j]
+            acc += x[row, j] * v - (max(v, 0.0) + math.log1p(math.exp(-abs(v))))
+        out[i] = acc
+
+
+def bernoulli_log_likelihood(logits, x):
+    """One pass per row of logits instead of five array passes (multiply, softplus, subtract, copy, sum)."""
+    out = np.empty(logits.shape[0], dtype=logits.dtype)
+    _bernoulli_rows(np.ascontiguousarray(logits), np.ascontiguousarray(x, dtype=logits.dtype), out)
+    return out

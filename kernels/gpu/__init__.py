@@ -1,4 +1,4 @@
 """CuPy GPU kernels; each has the signature of its twin in ``kernels/reference.py``."""
 from .attention import attention_backward, attention_forward  # noqa: F401
 from .conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad  # noqa: F401
-from .elementwise import erf, softplus  # noqa: F401
+from .elementwise import bernoulli_log_likelihood, erf, softplus  # noqa: F401

@@ -11,3 +11,10 @@ def erf(x):
 # max(x, 0) + log1p(exp(-|x|)): the stable form, as on the CPU.
 softplus = cupy.ElementwiseKernel(
     "T x", "T y", "y = max(x, (T)0) + log1p(exp(-abs(x)))", "minigen_softplus")
+
+
+def bernoulli_log_likelihood(logits, x):
+    """Row n of logits (N, D) against x[n % M]; the same broadcasting sum as the reference."""
+    n, d = logits.shape
+    rows = logits.reshape(n // x.shape[0], x.shape[0], d)
+    return (x * rows - softplus(rows)).sum(axis=2, dtype=cupy.float64).astype(logits.dtype).reshape(n)

@@ -251,7 +251,7 @@ class VAE(LatentVariableModel):
         """
         q = self.posterior(x)
         z = q.rsample()                                       # Eq. VAE-5
-        reconstruction = sum_except_batch(self.decode(z).log_prob(x))
+        reconstruction = self.decode(z).log_prob_per_example(x)
         kl = sum_except_batch(kl_divergence(q, self.prior(x.shape[0])))
         return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
@@ -259,9 +259,7 @@ class VAE(LatentVariableModel):
         q = self.posterior(x)
         z = q.rsample((k,))                                   # (k, B, latent)
         b = x.shape[0]
-        flat_z = z.reshape(k * b, self.latent_dim)
-        x_k = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
-        log_px_z = sum_except_batch(self.decode(flat_z).log_prob(x_k)).reshape(k, b)
+        log_px_z = self.decode(z.reshape(k * b, self.latent_dim)).log_prob_per_example(x).reshape(k, b)
         log_pz = sum_except_batch(self.prior(1).log_prob(z), batch_dims=2)
         log_qz = sum_except_batch(q.log_prob(z), batch_dims=2)
         return log_px_z + log_pz - log_qz
@@ -353,14 +351,13 @@ class HierarchicalVAE(LatentVariableModel):
         z2 = q2.rsample()                                           # (k, B, z2)
         p1 = self._gaussian(self.p_z1, z2)
         logits = self.p_x(z1)                                       # (k, B, D)
-        x_k = flat_x.unsqueeze(0).expand(k, b, flat_x.shape[1])
         standard = Normal(ops.zeros_like(z2), scale=ops.ones_like(z2))
 
         def total(t):
             return t.sum(dim=-1)
         return {"log p(z2)": total(standard.log_prob(z2)),
                 "log p(z1|z2)": total(p1.log_prob(z1)),
-                "log p(x|z1)": total(Bernoulli(logits=logits).log_prob(x_k)),
+                "log p(x|z1)": Bernoulli(logits=logits.reshape(k * b, -1)).log_prob_per_example(flat_x).reshape(k, b),
                 "log q(z1|x)": total(q1.log_prob(z1)),
                 "log q(z2|z1)": total(q2.log_prob(z2))}
 

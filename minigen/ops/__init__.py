@@ -18,7 +18,7 @@ from .elementwise import (abs, add, allclose, cast, clamp, clip, clone, compare,
                           neg, pow, reciprocal, rsqrt, sign, sqrt, square, sub, to_device,
                           where)
 from .linalg import bmm, einsum, linear, matmul, outer
-from .losses import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
+from .losses import (bernoulli_log_likelihood, binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
                      kl_div, l1_loss, mse_loss, nll_loss)
 from .normalization import batch_norm, group_norm, instance_norm, layer_norm, normalize
 from .reductions import (all, amax, amin, any, argmax, argmin, logsumexp, max, mean, min, std,

@@ -1,4 +1,5 @@
-"""Loss functions: mse_loss l1_loss binary_cross_entropy(_with_logits) cross_entropy nll_loss.
+"""Loss functions: mse_loss l1_loss binary_cross_entropy(_with_logits) cross_entropy nll_loss,
+and the fused per-example Bernoulli log-likelihood of latent-variable models.
 
 Every loss takes PyTorch's ``reduction='mean'|'sum'|'none'``, applied by one helper.
 """
@@ -6,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Tensor
-from .activations import log_softmax, softplus
+from .. import backend
+from ..autograd import Function, Tensor
+from .activations import log_softmax, sigmoid, softplus
 
 
 def _reduce(name, loss, reduction):
@@ -149,3 +151,40 @@ def kl_div(input, target, reduction="mean", log_target=False):  # noqa: A002
     if reduction == "batchmean":
         return loss.sum() / input.shape[0]
     return _reduce("kl_div", loss, reduction)
+
+
+class BernoulliLogLikelihood(Function):
+    """Row sums of :math:`x\\ell - \\mathrm{softplus}(\\ell)`; d/dℓ = x − σ(ℓ), d/dx = ℓ (both differentiable)."""
+
+    @staticmethod
+    def forward(ctx, logits, x):
+        return backend.get_kernel("bernoulli_log_likelihood", backend.device_of(logits))(logits, x)
+
+    @staticmethod
+    def backward(ctx, g):
+        logits, x = ctx.inputs
+        k, m, d = logits.shape[0] // x.shape[0], x.shape[0], x.shape[1]
+        rows, gk = logits.reshape(k, m, d), g.reshape(k, m, 1)
+        grad_logits = (gk * (x - sigmoid(rows))).reshape(k * m, d)
+        grad_x = (gk * rows).sum(dim=0) if ctx.needs_input_grad[1] else None
+        return grad_logits, grad_x
+
+
+def bernoulli_log_likelihood(logits, target):
+    r"""Per-example :math:`\log p(x\mid\ell) = \sum_d x_d\ell_d - \mathrm{softplus}(\ell_d)`, fused.
+
+    ``logits`` (k·B, ...) holds k sample-major copies of a batch; ``target``
+    (B, ...) is that batch (binary, or grey levels in [0, 1]). Row n is scored
+    against ``target[n % B]``, so the batch is never copied k times. Returns
+    (k·B,) — the decoder term of every importance weight in one kernel pass.
+    """
+    name = "bernoulli_log_likelihood"
+    if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
+        raise TypeError(f"{name}: logits and target must be Tensors, got "
+                        f"{type(logits).__name__} and {type(target).__name__}")
+    if logits.ndim < 2 or logits.shape[1:] != target.shape[1:] or target.shape[0] == 0 \
+            or logits.shape[0] % target.shape[0]:
+        raise ValueError(f"{name}: logits must be (k*B, ...) for target (B, ...) with the same trailing "
+                         f"shape, got logits {logits.shape} and target {target.shape}")
+    return BernoulliLogLikelihood.apply(logits.reshape(logits.shape[0], -1),
+                                        target.reshape(target.shape[0], -1).to(dtype=logits.dtype))

@@ -45,3 +45,31 @@ def test_gpu_matches_reference(name):
         got = cupy.asnumpy(getattr(gpu, name)(cupy.asarray(x.astype(dtype))))
         np.testing.assert_allclose(got, getattr(ref, name)(x.astype(dtype)), **TOL[dtype])
     assert backend.get_kernel(name, "cuda") is getattr(gpu, name)
+
+
+# --------------------------------------------------------------------------- fused Bernoulli log-likelihood
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(k=st.integers(1, 4), m=st.integers(1, 5), d=st.integers(1, 40), seed=st.integers(0, 99))
+def test_bernoulli_log_likelihood_cpu_matches_reference(dtype, k, m, d, seed):
+    rng = np.random.default_rng(seed)
+    logits = (rng.normal(size=(k * m, d)) * 10).astype(dtype)
+    x = rng.random((m, d)).astype(dtype)                       # grey levels are allowed too
+    x[:, ::2] = x[:, ::2] > 0.5
+    got, want = cpu.bernoulli_log_likelihood(logits, x), ref.bernoulli_log_likelihood(logits, x)
+    assert got.shape == (k * m,) and got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4)
+    # the definition, row by row
+    rows = np.array([(x[n % m] * logits[n] - np.logaddexp(0, logits[n])).sum() for n in range(k * m)])
+    np.testing.assert_allclose(want, rows, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_bernoulli_log_likelihood_gpu_matches_reference():
+    import cupy
+
+    from minigen.kernels.gpu import elementwise as gpu
+    rng = np.random.default_rng(0)
+    logits, x = rng.normal(size=(12, 50)) * 10, (rng.random((4, 50)) < 0.3).astype(np.float64)
+    got = cupy.asnumpy(gpu.bernoulli_log_likelihood(cupy.asarray(logits), cupy.asarray(x)))
+    np.testing.assert_allclose(got, ref.bernoulli_log_likelihood(logits, x), rtol=1e-12)
