@@ -175,7 +175,7 @@ class LatentVariableModel(nn.Module):
     def loss(self, batch):
         """Negative bound averaged over the batch, and the metrics the trainer logs."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        x = x if isinstance(x, Tensor) else ops.tensor(x)
+        x = x if isinstance(x, Tensor) else ops.tensor(x, device=self._device())
         if self.k == 1:
             terms = self.elbo(x)
             loss = -terms["elbo"].mean()
@@ -186,6 +186,9 @@ class LatentVariableModel(nn.Module):
             metrics = {f"iwae{self.k}": float(-loss.item())}
         metrics["loss"] = float(loss.item())
         return loss, metrics
+
+    def _device(self) -> str:
+        return next(iter(self.parameters())).device
 
 
 # --------------------------------------------------------------------------- the VAE
@@ -308,9 +311,6 @@ class VAE(LatentVariableModel):
             images = self.mean_image(ops.tensor(grid.reshape(-1, self.latent_dim), device=self._device()))
         return images.numpy().reshape(len(dims), len(values), *images.shape[1:])
 
-    def _device(self):
-        return next(iter(self.parameters())).device
-
 
 # --------------------------------------------------------------------------- two levels (Eq. DIF-2)
 
@@ -374,8 +374,7 @@ class HierarchicalVAE(LatentVariableModel):
     def sample(self, n: int, mean: bool = True) -> np.ndarray:
         """Ancestral sampling down the chain: z₂ ~ p(z₂), z₁ ~ p(z₁|z₂), x ~ p(x|z₁)."""
         with no_grad():
-            device = next(iter(self.parameters())).device
-            z2 = ops.randn(n, self.latents[1], device=device)
+            z2 = ops.randn(n, self.latents[1], device=self._device())
             z1 = self._gaussian(self.p_z1, z2).sample()
             px = Bernoulli(logits=self.p_x(z1))
             images = px.mean if mean else px.sample()
@@ -563,21 +562,20 @@ def evaluate_vae(model, train, test, args, progress: bool = True) -> dict:
     from ..autograd import no_grad
     from ..metrics import bits_per_dim, iwae_log_likelihood, linear_probe, summarize
 
+    def batched(fn, images, size=500):
+        with no_grad():
+            return np.concatenate([fn(ops.tensor(images[i:i + size], device=model._device())).numpy()
+                                   for i in range(0, len(images), size)])
+
     log_px = iwae_log_likelihood(model, test.images, k=args.k, chunk=args.chunk, progress=progress)
-    with no_grad():
-        elbo = np.concatenate([model.elbo(ops.tensor(test.images[i:i + 500]))["elbo"].numpy()
-                               for i in range(0, len(test.images), 500)])
+    elbo = batched(lambda x: model.elbo(x)["elbo"], test.images)
     nll = summarize(-log_px)
-    dims = math.prod(test.images.shape[1:])
     out = {f"test_nll_iwae{args.k}": nll["mean"], "test_nll_sem": nll["sem"], "test_examples": nll["n"],
-           "test_elbo": float(elbo.mean()), "bits_per_dim": bits_per_dim(nll["mean"], dims)}
+           "test_elbo": float(elbo.mean()),
+           "bits_per_dim": bits_per_dim(nll["mean"], math.prod(test.images.shape[1:]))}
     if not args.no_probe and train.labels is not None and test.labels is not None:
-        def features(images):
-            with no_grad():
-                return np.concatenate([model.encode(ops.tensor(images[i:i + 1000])).numpy()
-                                       for i in range(0, len(images), 1000)])
-        out["linear_probe_accuracy"] = linear_probe(features(train.images), train.labels,
-                                                    features(test.images), test.labels)
+        out["linear_probe_accuracy"] = linear_probe(batched(model.encode, train.images), train.labels,
+                                                    batched(model.encode, test.images), test.labels)
     return out
 
 
