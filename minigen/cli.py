@@ -99,7 +99,7 @@ def add_train_parser(sub) -> None:
         out.add_argument("--eval-k", type=_positive_int, default=100,
                          help="importance samples of those evaluations (default: 100)")
         out.add_argument("--eval-examples", type=_positive_int, default=1000,
-                         help="test examples of those evaluations (default: 1000)")
+                         help="size of the fixed random test subset those evaluations use (default: 1000)")
         out.add_argument("--no-progress", action="store_true", help="no progress bar")
         spec.add_arguments(p.add_argument_group(f"{spec.name} model"))
 
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="score a trained run on its test set; prints and writes metrics JSON")
     ev.add_argument("run", help="run folder, e.g. runs/vae")
-    ev.add_argument("--limit", type=_positive_int, help="only the first N test examples")
+    ev.add_argument("--limit", type=_positive_int, help="score a seeded random subset of N test examples (faster; test files may be sorted by class)")
     ev.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
     ev.add_argument("--output", help="file name inside the run folder (default: eval.json)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")

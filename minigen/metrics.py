@@ -65,6 +65,20 @@ def bits_per_dim(nll_nats: float, num_dims: int) -> float:
     return float(nll_nats) / (num_dims * math.log(2.0))
 
 
+def latent_activity(posterior_means) -> np.ndarray:
+    r"""How much each latent is used: :math:`A_u = \mathrm{Var}_x\big(\mathbb E_{q(z\mid x)}[z_u]\big)`.
+
+    Burda et al. (2016, §5.2) call a latent *active* when :math:`A_u > 10^{-2}`.
+    An inactive latent's posterior mean does not move with x: the encoder
+    ignores that axis and its KL term is ~0 (the posterior has collapsed to the
+    prior there). ``posterior_means`` is ``(examples, latents)``.
+    """
+    means = np.asarray(posterior_means, np.float64)
+    if means.ndim != 2 or len(means) < 2:
+        raise ValueError(f"latent_activity: posterior_means must be (examples >= 2, latents), got shape {means.shape}")
+    return means.var(axis=0)
+
+
 def summarize(values: np.ndarray) -> dict:
     """Mean and its standard error, for "86.9 ± 0.3" style reporting."""
     values = np.asarray(values, np.float64)

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from minigen.cli import build_parser, main
@@ -88,6 +89,7 @@ def test_train_sample_eval_on_digits(tmp_path, capsys):
     assert saved["test_examples"] == 50 and saved["test_nll_iwae20"] > 0
     assert saved["test_elbo"] <= -saved["test_nll_iwae20"] + 1.0    # the ELBO is (nearly) below L_20
     assert 0.0 <= saved["linear_probe_accuracy"] <= 1.0
+    assert 0 <= saved["active_units"] <= 50
 
 
 @pytest.mark.slow
@@ -100,3 +102,14 @@ def test_demo_writes_the_gallery(tmp_path):
     for name in ("1-vae", "4-hvae"):
         assert os.path.exists(tmp_path / "demo" / name / "prior_samples.png")
     assert "test_nll_iwae1000" in html and "<img" in html and "minigen train" in html
+
+
+def test_scoring_subset_is_a_seeded_spread_out_sample():
+    from minigen.runs import scoring_subset
+
+    keep = scoring_subset(10000, 1000, seed=0)
+    assert len(np.unique(keep)) == 1000 and keep.min() >= 0
+    assert keep.max() > 9000            # not the first 1000: test files can be sorted by class
+    np.testing.assert_array_equal(keep, scoring_subset(10000, 1000, seed=0))
+    np.testing.assert_array_equal(scoring_subset(50, None, seed=0), np.arange(50))
+    np.testing.assert_array_equal(scoring_subset(50, 80, seed=0), np.arange(50))

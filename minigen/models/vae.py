@@ -534,6 +534,7 @@ def vae_figures(model, run_dir: str, images: np.ndarray) -> list:
     """The pictures of the lecture's VAE slides: prior samples, reconstructions, a latent traversal."""
     import os
 
+    from ..metrics import latent_activity
     from ..viz import save_image_grid
     figures = [("samples from the prior (Eq. VAE-6)",
                 save_image_grid(model.sample(64), os.path.join(run_dir, "prior_samples.png"), nrow=8))]
@@ -543,8 +544,13 @@ def vae_figures(model, run_dir: str, images: np.ndarray) -> list:
         pairs = np.stack([x, recon], 1).reshape(-1, *x.shape[1:])   # input, reconstruction, ...
         figures.append(("inputs and reconstructions, side by side",
                         save_image_grid(pairs, os.path.join(run_dir, "reconstructions.png"), nrow=8)))
-        traversal = model.latent_traversal()
-        figures.append(("latent traversal: one row per latent, z_d from -2.5 to 2.5 (Eq. VAE-6)",
+        # Most of 50 latents end up inactive (posterior collapse), so show the most used ones.
+        with no_grad():
+            activity = latent_activity(model.encode(ops.tensor(images, device=model._device())).numpy())
+        dims = np.argsort(activity)[::-1][: min(8, model.latent_dim)]
+        traversal = model.latent_traversal(dims=dims)
+        figures.append(("latent traversal of the 8 most active latents: one row each, z_d from -2.5 to 2.5 "
+                        "(Eq. VAE-6)",
                         save_image_grid(traversal.reshape(-1, *traversal.shape[2:]),
                                         os.path.join(run_dir, "latent_traversal.png"), nrow=traversal.shape[1])))
     return figures
@@ -559,8 +565,7 @@ def add_vae_eval_arguments(parser) -> None:
 
 def evaluate_vae(model, train, test, args, progress: bool = True) -> dict:
     """Test NLL by the IWAE bound (k samples), ELBO, bits/dim and a linear-probe accuracy."""
-    from ..autograd import no_grad
-    from ..metrics import bits_per_dim, iwae_log_likelihood, linear_probe, summarize
+    from ..metrics import bits_per_dim, iwae_log_likelihood, latent_activity, linear_probe, summarize
 
     def batched(fn, images, size=500):
         with no_grad():
@@ -573,9 +578,12 @@ def evaluate_vae(model, train, test, args, progress: bool = True) -> dict:
     out = {f"test_nll_iwae{args.k}": nll["mean"], "test_nll_sem": nll["sem"], "test_examples": nll["n"],
            "test_elbo": float(elbo.mean()),
            "bits_per_dim": bits_per_dim(nll["mean"], math.prod(test.images.shape[1:]))}
+    # Burda et al.'s count of latents the model uses (A_u > 1e-2).
+    test_features = batched(model.encode, test.images)
+    out["active_units"] = int((latent_activity(test_features) > 1e-2).sum())
     if not args.no_probe and train.labels is not None and test.labels is not None:
         out["linear_probe_accuracy"] = linear_probe(batched(model.encode, train.images), train.labels,
-                                                    batched(model.encode, test.images), test.labels)
+                                                    test_features, test.labels)
     return out
 
 
