@@ -199,3 +199,114 @@ def bernoulli_log_likelihood(logits, x):
     n, d = logits.shape
     rows = logits.reshape(n // x.shape[0], x.shape[0], d)
     return (x * rows - softplus(rows)).sum(axis=2, dtype=np.float64).astype(logits.dtype).reshape(n)
+
+
+# --------------------------------------------------------------------------- RBM block Gibbs sampling (Eq. EBM-11)
+#
+# A Bernoulli–Bernoulli RBM with visible units v (n_v), hidden units h (n_h),
+# weights W of shape (n_v, n_h) and biases b (visible), c (hidden) has
+# E(v, h) = -v^T W h - b^T v - c^T h, so each layer is conditionally independent
+# given the other: p(h_j = 1 | v) = σ(c_j + v^T W_{:,j}), p(v_i = 1 | h) = σ(b_i + W_{i,:} h).
+# The random numbers come in as uniforms ``u`` in [0, 1) (unit on iff u < p), so
+# every implementation draws the same sample from the same ``u`` and can be
+# compared with this one exactly, up to rounding at u ≈ p.
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))      # σ(x) without overflow warnings
+
+
+def rbm_sample_hidden(v, W, c, u):
+    """Eq. EBM-11: :math:`p = \\sigma(vW + c)`, :math:`h = [u < p]`. ``v`` (B, n_v), ``u`` (B, n_h).
+
+    Returns ``(p, h)``, both (B, n_h) in the dtype of ``v``.
+    """
+    p = _sigmoid(v @ W + c).astype(v.dtype, copy=False)
+    return p, (u < p).astype(v.dtype)
+
+
+def rbm_sample_visible(h, W, b, u):
+    """Eq. EBM-11: :math:`p = \\sigma(hW^\\top + b)`, :math:`v = [u < p]`. ``h`` (B, n_h), ``u`` (B, n_v).
+
+    Returns ``(p, v)``, both (B, n_v) in the dtype of ``h``.
+    """
+    p = _sigmoid(h @ W.T + b).astype(h.dtype, copy=False)
+    return p, (u < p).astype(h.dtype)
+
+
+def rbm_gibbs_chain(h, W, b, c, u_v, u_h):
+    """k steps of block Gibbs sampling from hidden state ``h`` (B, n_h):
+    :math:`v_t \\sim p(v\\mid h_{t-1})`, :math:`h_t \\sim p(h\\mid v_t)` for t = 1…k,
+    with ``u_v`` (k, B, n_v) and ``u_h`` (k, B, n_h) the uniforms of each step.
+
+    Returns ``(p_v, v, p_h, h)`` of the last step — what CD-k and PCD need for
+    the negative statistics. Fast versions fuse the k steps into one call.
+    """
+    k = u_v.shape[0]
+    p_v = v = p_h = None
+    for t in range(k):
+        p_v, v = rbm_sample_visible(h, W, b, u_v[t])
+        p_h, h = rbm_sample_hidden(v, W, c, u_h[t])
+    return p_v, v, p_h, h
+
+
+# --------------------------------------------------------------------------- Hopfield asynchronous dynamics (Eq. EBM-1, EBM-2)
+#
+# A Hopfield net with states s ∈ {-1,+1}^N, symmetric weights W (w_ii = 0) and
+# thresholds θ updates one unit at a time (asynchronous I, Eq. EBM-2) by
+# Eq. EBM-1, s_i ← sgn(h_i) with the field h_i = Σ_j w_ij s_j − θ_i; a zero
+# field keeps the current state. The units to visit come in as an integer
+# array, so every implementation follows the same trajectory exactly.
+
+#: A field within this fraction of Σ_j |w_ij| + |θ_i| counts as zero (a tie).
+#: Hebbian weights are multiples of 1/N, so exact ties are common, and float
+#: rounding leaves residues of ~1e-17 whose sign depends on summation order.
+HOPFIELD_TIE_RTOL = 1e-9
+
+
+def hopfield_tie_tolerance(weights, thresholds):
+    """Per-unit tie tolerance :math:`\\epsilon_i = 10^{-9}(\\sum_j |w_{ij}| + |\\theta_i|)`, shape (N,)."""
+    return HOPFIELD_TIE_RTOL * (abs(weights).sum(axis=1) + abs(thresholds))
+
+
+def _hopfield_is_fixed_point(s, weights, thresholds, tol):
+    """No unit would change: every field agrees with its unit's state, or is a tie."""
+    return bool(np.all(s * (weights @ s - thresholds) >= -tol))
+
+
+def hopfield_async_sweeps(states, weights, thresholds, units):
+    """Asynchronous-I sweeps (Eq. EBM-1, EBM-2) until no unit would change.
+
+    For each state ``b`` and sweep ``t``, units ``units[b, t, 0], units[b, t, 1], …``
+    are updated one at a time,
+
+    .. math:: s_i \\leftarrow \\mathrm{sgn}\\Big(\\sum_j w_{ij} s_j - \\theta_i\\Big)
+              \\quad(\\text{a tie keeps } s_i),
+
+    and a state stops as soon as it is a fixed point (checked before the first
+    sweep and after each one). ``states`` (B, N) of ±1, ``weights`` (N, N)
+    symmetric (fast kernels read row i for column i), ``thresholds`` (N,),
+    ``units`` (B, S, L) integers in [0, N).
+
+    Returns ``(states, sweeps, converged)``: the final states (B, N) float64,
+    the sweeps run (B,) int64 and whether each ended at a fixed point (B,) bool.
+    """
+    tol = hopfield_tie_tolerance(weights, thresholds)
+    out = np.array(states, dtype=np.float64)
+    n_states, n_sweeps, _ = units.shape
+    sweeps = np.zeros(n_states, dtype=np.int64)
+    converged = np.zeros(n_states, dtype=bool)
+    for b in range(n_states):
+        s = out[b]
+        for t in range(n_sweeps + 1):
+            if _hopfield_is_fixed_point(s, weights, thresholds, tol):
+                converged[b] = True
+                break
+            if t == n_sweeps:
+                break
+            for i in units[b, t]:
+                field = weights[i] @ s - thresholds[i]
+                if abs(field) > tol[i]:
+                    s[i] = np.sign(field)
+            sweeps[b] = t + 1
+    return out, sweeps, converged

@@ -35,6 +35,9 @@ ATTENTION_CASES = [
 ]
 #: Target ratios (minigen / PyTorch) set by the engine issue.
 TARGETS = {"c2": 2.0, "c3": 2.0, "pcnn": 2.0, "convT": 2.0, "attn-T196": 2.0, "attn-T49": 1.5}
+#: The RBM case: one CD-1 epoch, (examples, visible, hidden, batch); target minigen / scikit-learn.
+RBM_CASE = ("rbm", 10000, 784, 500, 100)
+RBM_TARGET = 1 / 1.5
 
 
 def median_time(fn, repeat: int, warmup: int = 2, settle: float = 1.0) -> float:
@@ -211,6 +214,50 @@ def format_row(row: dict) -> str:
     return " ".join(cells)
 
 
+# --------------------------------------------------------------------------- the RBM case
+def rbm_epochs(case=RBM_CASE, lr=0.01):
+    """Two closures, each one CD-1 epoch over the same random binary data: minigen's
+    ``ContrastiveDivergence.cd_step`` and scikit-learn's ``BernoulliRBM.fit`` (None
+    when scikit-learn is not installed; it is never a dependency)."""
+    from .models.energy.rbm import BernoulliRBM, ContrastiveDivergence
+
+    _, n, n_visible, n_hidden, batch = case
+    x = (np.random.default_rng(0).random((n, n_visible)) < 0.13).astype(np.float32)  # MNIST's ink density
+
+    def mine():
+        cd = ContrastiveDivergence(BernoulliRBM(n_visible, n_hidden), lr=lr)
+        for start in range(0, n, batch):
+            cd.cd_step(x[start:start + batch])
+
+    try:
+        from sklearn.neural_network import BernoulliRBM as SklearnRBM
+    except ImportError:
+        return mine, None
+
+    def theirs():
+        SklearnRBM(n_components=n_hidden, batch_size=batch, n_iter=1, learning_rate=lr,
+                   random_state=0).fit(x)
+
+    return mine, theirs
+
+
+def run_rbm_case(repeat=3, rounds=3, settle=1.0, case=RBM_CASE, log=print) -> dict:
+    """Best-of-rounds median epoch times, minigen and scikit-learn alternating."""
+    mine, theirs = rbm_epochs(case)
+    row = {"case": case[0]}
+    best_mine, best_theirs = float("inf"), float("inf")
+    for _ in range(rounds):
+        best_mine = min(best_mine, median_time(mine, repeat, warmup=1, settle=settle))
+        if theirs is not None:
+            best_theirs = min(best_theirs, median_time(theirs, repeat, warmup=1, settle=settle))
+    row["minigen_ms"] = 1e3 * best_mine
+    if theirs is not None:
+        row.update(sklearn_ms=1e3 * best_theirs, ratio=best_mine / best_theirs, target=RBM_TARGET)
+    log(f"{row['case']:<10} {row['minigen_ms']:>11.2f} "
+        + (f"{row['sklearn_ms']:>11.2f} {row['ratio']:>7.2f}x {row['target']:>7.2f}x" if theirs else "-"))
+    return row
+
+
 def run_bench(args) -> int:
     suites = {"conv": CONV_CASES, "attention": ATTENTION_CASES,
               "kernels": CONV_CASES + ATTENTION_CASES}
@@ -219,9 +266,14 @@ def run_bench(args) -> int:
           f"{args.rounds} rounds of {args.repeat}-run medians")
     for key, value in info.items():
         print(f"  {key}: {value}")
-    print(format_header())
-    rows = run_cases(suites[args.suite], args.repeat, args.device, not args.no_reference,
-                     args.rounds)
+    if args.suite == "rbm":
+        print("one CD-1 epoch, 10000x784 binary float32 data, 500 hidden units, batch 100")
+        print(f"{'case':<10} {'minigen ms':>11} {'sklearn ms':>11} {'ratio':>8} {'target':>8}")
+        rows = [run_rbm_case(max(1, args.repeat // 3), args.rounds)]
+    else:
+        print(format_header())
+        rows = run_cases(suites[args.suite], args.repeat, args.device, not args.no_reference,
+                         args.rounds)
     missed = [r["case"] for r in rows if "target" in r and r["ratio"] > r["target"]]
     if any("ratio" in r for r in rows):
         print("targets met" if not missed else f"targets missed: {', '.join(missed)}")

@@ -18,13 +18,9 @@ import numpy as np
 
 from . import ops
 from .autograd import no_grad
+from .numerics import logsumexp
 
 __all__ = ["iwae_log_likelihood", "bits_per_dim", "linear_probe", "summarize"]
-
-
-def _logsumexp(a: np.ndarray, axis: int = 0) -> np.ndarray:
-    m = a.max(axis=axis)
-    return m + np.log(np.exp(a - np.expand_dims(m, axis)).sum(axis=axis))
 
 
 def iwae_log_likelihood(model, images: np.ndarray, k: int = 5000, batch_size: int = 100,
@@ -55,8 +51,8 @@ def iwae_log_likelihood(model, images: np.ndarray, k: int = 5000, batch_size: in
             x = ops.tensor(images[start:start + batch_size], device=device)
             parts = [model.log_weights(x, min(chunk, k - s)).numpy().astype(np.float64)
                      for s in range(0, k, chunk)]
-            out[start:start + len(x)] = _logsumexp(
-                np.stack([_logsumexp(p, axis=0) for p in parts]), axis=0) - math.log(k)
+            out[start:start + len(x)] = logsumexp(
+                np.stack([logsumexp(p, axis=0) for p in parts]), axis=0) - math.log(k)
     return out
 
 

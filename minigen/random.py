@@ -40,6 +40,21 @@ def generator(device: str = "cpu"):
     return g
 
 
+def as_generator(rng=None) -> np.random.Generator:
+    """``rng`` as a NumPy Generator: itself, a fresh one from an int seed, or (None) minigen's CPU stream.
+
+    Functions that take an optional ``rng`` argument call this, so that a test
+    can pass a seed while everyday use follows ``mg.manual_seed``.
+    """
+    if rng is None:
+        return generator("cpu")
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
+        return np.random.default_rng(int(rng))
+    raise ValueError(f"rng: expected None, a non-negative int seed or a numpy Generator, got {rng!r}")
+
+
 def get_rng_state() -> dict:
     """The CPU generator's state, a JSON-serialisable dict."""
     return {"seed": _DEFAULT_SEED, "state": generator("cpu").bit_generator.state}
