@@ -79,7 +79,8 @@ def add_train_parser(sub) -> None:
         run.add_argument("--batch-size", type=_positive_int, default=spec.defaults.get("batch_size", 100),
                          help="examples per step (default: %(default)s)")
         run.add_argument("--lr", type=_positive_float, default=spec.defaults.get("lr", 1e-3),
-                         help="Adam learning rate (default: %(default)s)")
+                         help="learning rate: Adam's, or SGD's for models trained by contrastive divergence "
+                              "(default: %(default)s)")
         run.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                          help="learning-rate schedule over the run (default: constant)")
         run.add_argument("--min-lr-ratio", type=float, default=0.0,
@@ -130,8 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
     ev.add_argument("--output", help="file name inside the run folder (default: eval.json)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from .models.vae import add_vae_eval_arguments
-    add_vae_eval_arguments(ev)   # the likelihood families share these options
+    from .models import registry
+    added = set()
+    for spec in registry().values():      # one group of options per family (vae and hvae share theirs)
+        if spec.add_eval_arguments is not None and spec.add_eval_arguments not in added:
+            added.add(spec.add_eval_arguments)
+            spec.add_eval_arguments(ev.add_argument_group(f"{spec.name} runs"))
 
     bench = sub.add_parser("bench", help="time the kernels against the NumPy reference "
                                          "(and PyTorch when installed)")

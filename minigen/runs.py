@@ -65,9 +65,17 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
     model = spec.build(cfg, train_set.image_shape)
     steps = cfg["steps"] or cfg["epochs"] * len(loader)
     cfg["total_steps"] = steps
-    optimizer = Adam(model.parameters(), lr=cfg["lr"])
-    scheduler = (CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg["lr"] * cfg["min_lr_ratio"])
-                 if cfg["schedule"] == "cosine" else None)
+    optimizer = scheduler = step_fn = None
+    extra_state = {}
+    if spec.trainer_step is not None:
+        if cfg["schedule"] != "constant":
+            raise ValueError(f"--schedule {cfg['schedule']}: model {spec.name!r} trains with its own update "
+                             f"and a constant learning rate")
+        step_fn, extra_state = spec.trainer_step(model, cfg, train_set.images)
+    else:
+        optimizer = Adam(model.parameters(), lr=cfg["lr"])
+        scheduler = (CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg["lr"] * cfg["min_lr_ratio"])
+                     if cfg["schedule"] == "cosine" else None)
 
     def test_images(n):
         images = fixed_binarization(load_data(cfg, "test"), cfg["seed"])
@@ -79,13 +87,13 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
 
     def sample_fn():
         model.eval()
-        images = model.sample(64)
+        images = np.asarray(model.sample(64))
         model.train()
-        return images
+        return images.reshape(len(images), *train_set.image_shape)
 
     run_dir = os.path.join(cfg["runs_dir"], cfg["name"])
     trainer = Trainer(run_dir, model, loader, steps, optimizer=optimizer, scheduler=scheduler,
-                      config=cfg, checkpoint_every=cfg["checkpoint_every"], log_every=cfg["log_every"],
+                      step_fn=step_fn, state=extra_state, config=cfg, checkpoint_every=cfg["checkpoint_every"], log_every=cfg["log_every"],
                       sample_fn=sample_fn, sample_every=cfg["sample_every"], eval_fn=eval_fn,
                       eval_every=cfg.get("eval_every"), clip_grad_norm=cfg.get("clip_grad_norm"),
                       time_limit=cfg.get("time_limit"), progress=progress)
@@ -141,7 +149,8 @@ def sample(run_dir: str, n: int, out: str | None, seed: int) -> str:
     """Draw ``n`` samples from a run's model into a PNG grid; returns its path."""
     from .viz import save_image_grid
 
-    _, _, model = load_run(run_dir)
+    _, cfg, model = load_run(run_dir)
     mg_random.manual_seed(seed)
     path = out or os.path.join(run_dir, f"samples_n{n}_seed{seed}.png")
-    return save_image_grid(model.sample(n), path, nrow=int(math.ceil(math.sqrt(n))))
+    images = np.asarray(model.sample(n)).reshape(n, *cfg["image_shape"])
+    return save_image_grid(images, path, nrow=int(math.ceil(math.sqrt(n))))

@@ -209,9 +209,11 @@ class Trainer:
         return save_image_grid(self.sample_fn(), os.path.join(self.run_dir, f"samples_{self.step:07d}.png"))
 
     def write_curves(self) -> None:
-        if os.path.exists(self.metrics_path):
-            from .viz import plot_curves
-            plot_curves(self.metrics_path, os.path.join(self.run_dir, "loss.png"),
+        from .viz import plot_curves, read_jsonl
+        rows = read_jsonl(self.metrics_path) if os.path.exists(self.metrics_path) else []
+        # A short run of a model that measures itself only now and then may have no curve yet.
+        if any(key not in ("step", "epoch", "time") for row in rows for key in row):
+            plot_curves(rows, os.path.join(self.run_dir, "loss.png"),
                         title=os.path.basename(os.path.abspath(self.run_dir)))
 
     # ------------------------------------------------------------------ the loop

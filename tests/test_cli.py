@@ -113,3 +113,20 @@ def test_scoring_subset_is_a_seeded_spread_out_sample():
     np.testing.assert_array_equal(keep, scoring_subset(10000, 1000, seed=0))
     np.testing.assert_array_equal(scoring_subset(50, None, seed=0), np.arange(50))
     np.testing.assert_array_equal(scoring_subset(50, 80, seed=0), np.arange(50))
+
+
+def test_rbm_trains_by_contrastive_divergence_and_is_scored_by_ais(tmp_path, capsys):
+    args = ["train", "rbm", "--data", "digits", "--binarize", "threshold", "--hidden", "12", "--epochs", "4",
+            "--cd-k", "2", "--runs-dir", str(tmp_path), "--name", "r", "--no-progress"]
+    assert main(args) == 0
+    run = tmp_path / "r"
+    for png in ("filters.png", "gibbs_samples.png"):
+        assert (run / png).stat().st_size > 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--ais-scale", "0.05", "--ais-chains", "50", "--no-progress"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    # 12 hidden units: log Z is also computed exactly, and AIS agrees with it
+    assert abs(scores["log_z_ais"] - scores["log_z_exact"]) < 0.1
+    assert scores["test_log_prob_lower"] <= scores["test_log_prob_ais"] <= scores["test_log_prob_upper"]
+    assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert main([*args[:2], *args[2:], "--schedule", "cosine", "--name", "r2"]) == 2   # CD keeps a constant lr

@@ -27,11 +27,15 @@ class ModelSpec:
     evaluate: Callable | None = None  # (model, train Dataset, test Dataset, args) -> dict
     figures: Callable | None = None   # (model, run_dir, images) -> [(caption, png path)]
     periodic_eval: Callable | None = None   # (model, test images, k) -> () -> dict
+    # Families that do not learn by backpropagating a loss (an RBM's contrastive divergence)
+    # bring their own update: (model, config, train images) -> (step_fn, {name: checkpointed state}).
+    trainer_step: Callable | None = None
     defaults: dict = field(default_factory=dict)   # training defaults: lr, batch_size, steps...
 
 
 def _specs():
     from . import vae
+    from .energy import recipes as energy
     return [
         ModelSpec("vae", "variational autoencoder (Eq. VAE-1..6): MLP or conv, Bernoulli/Gaussian decoder, "
                   "IWAE training with --k", vae.add_vae_arguments, vae.build_vae,
@@ -43,6 +47,16 @@ def _specs():
                   add_eval_arguments=vae.add_vae_eval_arguments, evaluate=vae.evaluate_vae,
                   figures=vae.vae_figures, periodic_eval=vae.periodic_iwae,
                   defaults={"lr": 1e-3, "batch_size": 100}),
+        ModelSpec("rbm", "restricted Boltzmann machine (Eq. EBM-11) trained by CD-k or persistent CD; "
+                  "eval by annealed importance sampling", energy.add_rbm_arguments, energy.build_rbm,
+                  default_data="binarized-mnist", add_eval_arguments=energy.add_rbm_eval_arguments,
+                  evaluate=energy.evaluate_rbm, figures=energy.rbm_figures, trainer_step=energy.rbm_trainer_step,
+                  defaults={"lr": 0.01, "batch_size": 100}),
+        ModelSpec("dbn", "deep belief net (Eq. EBM-12): RBMs stacked and trained greedily, bottom first; "
+                  "eval by its variational bound", energy.add_dbn_arguments, energy.build_dbn,
+                  default_data="binarized-mnist", add_eval_arguments=energy.add_dbn_eval_arguments,
+                  evaluate=energy.evaluate_dbn, figures=energy.dbn_figures, trainer_step=energy.dbn_trainer_step,
+                  defaults={"lr": 0.01, "batch_size": 100}),
     ]
 
 

@@ -7,6 +7,7 @@ gradient are all checked against brute force, and the Monte Carlo pieces
 (Gibbs sampling, CD/PCD, AIS) against those within their sampling error.
 """
 import itertools
+from pathlib import Path
 import math
 
 import numpy as np
@@ -346,4 +347,4 @@ def test_bad_input_is_a_clear_value_error():
 def test_plot_filters_writes_a_png(tmp_path):
     rbm = BernoulliRBM(16, 6)
     path = plot_filters(rbm, str(tmp_path / "filters.png"), image_shape=(4, 4))
-    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
