@@ -130,3 +130,21 @@ def test_rbm_trains_by_contrastive_divergence_and_is_scored_by_ais(tmp_path, cap
     assert scores["test_log_prob_lower"] <= scores["test_log_prob_ais"] <= scores["test_log_prob_upper"]
     assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
     assert main([*args[:2], *args[2:], "--schedule", "cosine", "--name", "r2"]) == 2   # CD keeps a constant lr
+
+
+def test_energy_experiments_run_from_eval(tmp_path, capsys):
+    assert main(["eval", "bm", "--out", str(tmp_path / "bm")]) == 0
+    out = capsys.readouterr().out
+    assert "total = 39.70" in out                                  # the slide's table (Eq. EBM-8)
+    result = json.loads((tmp_path / "bm" / "eval.json").read_text())
+    assert result["p_visible"] == {"11": 0.466, "10": 0.305, "01": 0.1441, "00": 0.0849}
+    assert result["gibbs_p_value"] > 0.01 and (tmp_path / "bm" / "annealing.png").exists()
+
+    assert main(["eval", "hopfield", "--out", str(tmp_path / "h")]) == 0
+    result = json.loads((tmp_path / "h" / "eval.json").read_text())
+    assert result["recall"]["P3"]["equals"] == "P1" and result["recall"]["P4"]["equals"] == "P2"
+    assert (tmp_path / "h" / "recall.png").exists()
+
+    assert main(["eval", "hopfield", "--capacity", "--sizes", "60,120", "--out", str(tmp_path / "c")]) == 0
+    result = json.loads((tmp_path / "c" / "eval.json").read_text())
+    assert set(result["critical_loads"]) == {"60", "120"} and (tmp_path / "c" / "capacity.png").exists()

@@ -500,7 +500,7 @@ def extrapolate_critical_load(sizes, critical_loads):
 
 
 def crossing_load(small: CapacityCurve, large: CapacityCurve) -> float:
-    """The load where the retrieved fractions of two sizes cross (finite-size scaling's estimate of α_c).
+    r"""The load where the retrieved fractions of two sizes cross (finite-size scaling's estimate of α_c).
 
     Near a transition the fraction depends on :math:`(\alpha-\alpha_c)N^{1/\nu}`
     only, so the curves of all sizes meet at α_c: below it the larger net
@@ -510,8 +510,8 @@ def crossing_load(small: CapacityCurve, large: CapacityCurve) -> float:
     noise, so this needs many recalls per load.
     """
     if small.loads.shape != large.loads.shape or not np.allclose(small.loads, large.loads):
-        raise ValueError(f"small, large: expected curves on the same loads, got {small.loads.size} "
-                         f"and {large.loads.size} loads")
+        raise ValueError(f"small, large: expected curves on the same loads p/N, got {np.round(small.loads, 4)} "
+                         f"and {np.round(large.loads, 4)}")
     gap = small.retrieved - large.retrieved
     widest = int(np.argmax(gap))                              # far above α_c both are 0 again: look left of here
     at_or_below = np.flatnonzero(gap[:widest] <= 0)
@@ -544,8 +544,16 @@ def capacity_experiment(sizes=(100, 200, 500, 1000), loads=None, seed: int = 0, 
     curves = [capacity_curve(n, loads, trials, seed + i, device=device) for i, n in enumerate(sizes)]
     alpha_c = {c.n_units: critical_load(c) for c in curves}
     extrapolated, slope = extrapolate_critical_load(list(alpha_c), list(alpha_c.values()))
-    crossings = {(a.n_units, b.n_units): crossing_load(a, b) for a, b in zip(curves[:-1], curves[1:])}
+    crossings = {(a.n_units, b.n_units): _crossing_or_nan(a, b) for a, b in zip(curves[:-1], curves[1:])}
     return CapacityExperiment(curves, alpha_c, extrapolated, slope, crossings, time.perf_counter() - start)
+
+
+def _crossing_or_nan(small, large) -> float:
+    """:func:`crossing_load`, or NaN where the sizes' loads p/N differ or the curves do not cross."""
+    try:
+        return crossing_load(small, large)
+    except ValueError:
+        return math.nan
 
 
 # --------------------------------------------------------------------------- figures
