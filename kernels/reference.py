@@ -310,3 +310,15 @@ def hopfield_async_sweeps(states, weights, thresholds, units):
                     s[i] = np.sign(field)
             sweeps[b] = t + 1
     return out, sweeps, converged
+
+
+# --------------------------------------------------------------------------- CD's parameter update
+
+
+def momentum_ascent_step(param, velocity, grad, lr, momentum, weight_decay):
+    """In place, Hinton's momentum rule for gradient *ascent* with L2 decay (an RBM's CD update):
+    :math:`\\Delta \\leftarrow \\mu\\Delta + \\eta(g - \\lambda\\theta)`, :math:`\\theta \\leftarrow \\theta + \\Delta`.
+    ``param``, ``velocity`` and ``grad`` have one shape; returns nothing."""
+    velocity *= momentum
+    velocity += lr * (grad - weight_decay * param)
+    param += velocity

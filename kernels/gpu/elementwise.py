@@ -18,3 +18,18 @@ def bernoulli_log_likelihood(logits, x):
     n, d = logits.shape
     rows = logits.reshape(n // x.shape[0], x.shape[0], d)
     return (x * rows - softplus(rows)).sum(axis=2, dtype=cupy.float64).astype(logits.dtype).reshape(n)
+
+
+_momentum_ascent = cupy.ElementwiseKernel(
+    "T grad, T lr, T momentum, T weight_decay", "T param, T velocity",
+    """
+    T step = momentum * velocity + lr * (grad - weight_decay * param);
+    velocity = step;
+    param += step;
+    """, "minigen_momentum_ascent")
+
+
+def momentum_ascent_step(param, velocity, grad, lr, momentum, weight_decay):
+    """In place, one fused pass (see the reference)."""
+    dt = param.dtype.type
+    _momentum_ascent(grad.astype(param.dtype, copy=False), dt(lr), dt(momentum), dt(weight_decay), param, velocity)

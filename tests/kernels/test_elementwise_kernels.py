@@ -73,3 +73,37 @@ def test_bernoulli_log_likelihood_gpu_matches_reference():
     logits, x = rng.normal(size=(12, 50)) * 10, (rng.random((4, 50)) < 0.3).astype(np.float64)
     got = cupy.asnumpy(gpu.bernoulli_log_likelihood(cupy.asarray(logits), cupy.asarray(x)))
     np.testing.assert_allclose(got, ref.bernoulli_log_likelihood(logits, x), rtol=1e-12)
+
+
+def _momentum_operands(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=shape).astype(dtype) for _ in range(3)]     # param, velocity, grad
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=2, max_side=9), seed=st.integers(0, 99),
+       lr=st.floats(0, 1), momentum=st.floats(0, 0.99), decay=st.floats(0, 1e-2))
+def test_momentum_ascent_step_cpu_matches_reference(dtype, shape, seed, lr, momentum, decay):
+    p, v, g = _momentum_operands(shape, dtype, seed)
+    p2, v2 = p.copy(), v.copy()
+    assert cpu.momentum_ascent_step(p, v, g, lr, momentum, decay) is None      # in place
+    ref.momentum_ascent_step(p2, v2, g, lr, momentum, decay)
+    np.testing.assert_allclose(v, v2, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    np.testing.assert_allclose(p, p2, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    # the rule itself: Δ = μΔ + η(g - λθ), θ ← θ + Δ
+    p0, v0, _ = _momentum_operands(shape, dtype, seed)
+    np.testing.assert_allclose(v2, momentum * v0 + lr * (g - decay * p0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p2, p0 + v2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_momentum_ascent_step_gpu_matches_reference():
+    import cupy
+
+    from minigen.kernels.gpu import elementwise as gpu
+    p, v, g = _momentum_operands((37, 11), np.float32, 0)
+    pg, vg = cupy.asarray(p), cupy.asarray(v)
+    gpu.momentum_ascent_step(pg, vg, cupy.asarray(g), 0.1, 0.9, 1e-3)
+    ref.momentum_ascent_step(p, v, g, 0.1, 0.9, 1e-3)
+    np.testing.assert_allclose(cupy.asnumpy(pg), p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cupy.asnumpy(vg), v, rtol=1e-5, atol=1e-6)

@@ -460,13 +460,10 @@ class ContrastiveDivergence:
 
     def _update(self, grads: dict) -> None:
         mu = self.initial_momentum if self.steps < self.momentum_warmup else self.momentum
+        step = backend.get_kernel("momentum_ascent_step", self.rbm.device)    # the rule above, fused
         for name, param in self._parameters().items():
-            velocity, grad = self.velocity[name], grads[name]
-            if name == "W" and self.weight_decay:
-                grad -= self.weight_decay * param.data
-            velocity *= mu
-            velocity += self.lr * grad
-            param.data += velocity
+            decay = self.weight_decay if name == "W" else 0.0                 # biases are not decayed
+            step(param.data, self.velocity[name], grads[name], self.lr, mu, decay)
 
     def _metrics(self, v_data, reconstruction) -> dict:
         rbm = self.rbm
