@@ -9,7 +9,8 @@ import pytest
 
 from minigen.cli import build_parser, main
 
-SUBCOMMANDS = [["demo"], ["train"], ["train", "vae"], ["train", "hvae"], ["sample"], ["eval"], ["bench"], ["list"]]
+SUBCOMMANDS = [["demo"], ["train"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"],
+               ["sample"], ["eval"], ["bench"], ["list"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
@@ -101,7 +102,11 @@ def test_demo_writes_the_gallery(tmp_path):
     assert str(index) in out
     for name in ("1-vae", "4-hvae"):
         assert os.path.exists(tmp_path / "demo" / name / "prior_samples.png")
-    assert "test_nll_iwae1000" in html and "<img" in html and "minigen train" in html
+    assert os.path.exists(tmp_path / "demo" / "5-rbm" / "filters.png")
+    assert os.path.exists(tmp_path / "demo" / "6-dbn" / "dbn_samples.png")
+    for column in ("test_nll_iwae1000", "test_log_prob_ais", "test_bound_ais"):
+        assert column in html
+    assert "<img" in html and "minigen train" in html
 
 
 def test_scoring_subset_is_a_seeded_spread_out_sample():
