@@ -9,7 +9,7 @@ import pytest
 
 from minigen.cli import build_parser, main
 
-SUBCOMMANDS = [["demo"], ["train"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"],
+SUBCOMMANDS = [["demo"], ["train"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"],
                ["sample"], ["eval"], ["bench"], ["list"]]
 
 
@@ -153,3 +153,22 @@ def test_energy_experiments_run_from_eval(tmp_path, capsys):
     assert main(["eval", "hopfield", "--capacity", "--sizes", "60,120", "--out", str(tmp_path / "c")]) == 0
     result = json.loads((tmp_path / "c" / "eval.json").read_text())
     assert set(result["critical_loads"]) == {"60", "120"} and (tmp_path / "c" / "capacity.png").exists()
+
+
+def test_bm_learns_bars_and_stripes_lowering_the_exact_kl(tmp_path, capsys):
+    # 16 visible + 4 hidden units: G = KL(P+ || P-) is enumerated every step (Eq. EBM-10)
+    args = ["train", "bm", "--steps", "20", "--log-every", "5", "--runs-dir", str(tmp_path), "--name", "b",
+            "--no-progress"]
+    assert main(args) == 0
+    run = tmp_path / "b"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["kl"] > rows[-1]["kl"] + 0.5
+    assert (run / "gibbs_samples.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--no-progress"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    # the test set is the training set: G = -H(P+) - mean log-likelihood, with -H = ln(1/30)
+    assert scores["test_neg_entropy"] == pytest.approx(-np.log(30))
+    assert scores["kl_exact"] == pytest.approx(scores["test_neg_entropy"] - scores["test_log_likelihood_exact"])
+    assert 0 < scores["model_mass_on_test_patterns"] < 1
+    assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0

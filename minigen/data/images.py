@@ -8,6 +8,11 @@ Every dataset comes back as a ``Dataset``: float32 images (N, C, H, W) in
 * ``mnist`` / ``fashion-mnist`` (1x28x28): "train" (60000), "test" (10000),
   and for model selection "train50k" = the first 50000 and "valid" = the last
   10000 of the training file.
+* ``bars-and-stripes`` (1x4x4, computed): MacKay's Boltzmann-machine benchmark,
+  the 30 binary images whose rows are all constant or whose columns are all
+  constant. "train" and "test" are the same 300 images (each pattern 10 times,
+  in a permutation seeded with 0): the task is to learn this distribution,
+  P(v) = 1/30 on each pattern, so held-out data would add nothing.
 * ``binarized-mnist``: the fixed binarization of Salakhutdinov & Murray (2008)
   in Larochelle's 50000/10000/10000 "train"/"valid"/"test" split, no labels.
 
@@ -80,6 +85,7 @@ DESCRIPTIONS: Dict[str, str] = {
     "fashion-mnist": "Fashion-MNIST clothing 28x28, train 60000 / test 10000",
     "binarized-mnist": "fixed binarized MNIST (Larochelle & Murray), "
                        "train 50000 / valid 10000 / test 10000",
+    "bars-and-stripes": "the 30 4x4 bars-and-stripes patterns (MacKay), each 10 times; train = test",
 }
 
 # split -> (file prefix, first row, end row) of the IDX training/test files
@@ -88,7 +94,8 @@ IDX_SPLITS: Dict[str, Tuple[str, int, Optional[int]]] = {
     "valid": ("train", 50000, None), "test": ("t10k", 0, None)}
 SPLITS: Dict[str, Tuple[str, ...]] = {
     "digits": ("train", "test", "all"), "mnist": tuple(IDX_SPLITS),
-    "fashion-mnist": tuple(IDX_SPLITS), "binarized-mnist": ("train", "valid", "test")}
+    "fashion-mnist": tuple(IDX_SPLITS), "binarized-mnist": ("train", "valid", "test"),
+    "bars-and-stripes": ("train", "test")}
 BINARIZE = ("none", "static", "dynamic", "threshold")
 DOWNLOAD_TIMEOUT = 60.0  # seconds without data before a download gives up
 
@@ -293,6 +300,20 @@ def _load_digits(split: str) -> Tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def bars_and_stripes(size: int = 4, copies: int = 10) -> np.ndarray:
+    """Every ``size`` x ``size`` image with constant rows or constant columns, ``copies`` times each,
+    shuffled (seed 0): float32 (copies * (2**(size+1) - 2), 1, size, size). The all-off and all-on
+    images are both bars and stripes; they are counted once, so 4x4 gives 16 + 16 - 2 = 30 patterns."""
+    for name, value in (("size", size), ("copies", copies)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise DataError(f"bars_and_stripes: {name} must be an int >= 1, got {value!r}")
+    codes = (np.arange(2 ** size)[:, None] >> np.arange(size - 1, -1, -1)) & 1     # (2**size, size)
+    rows = np.repeat(codes[:, :, None], size, axis=2)          # row i constant, = bit i
+    patterns = np.unique(np.concatenate([rows, rows.transpose(0, 2, 1)]), axis=0)
+    images = np.tile(patterns, (copies, 1, 1))[np.random.default_rng(0).permutation(copies * len(patterns))]
+    return images[:, None].astype(np.float32)
+
+
 def _load_idx(name: str, split: str, paths: List[Path], verify: bool):
     images = parse_idx(_read(paths[0], name, verify), 2051, str(paths[0]))
     labels = parse_idx(_read(paths[1], name, verify), 2049, str(paths[1]))
@@ -316,6 +337,8 @@ def load_dataset(name: str, split: str = "train", data_dir: Optional[PathLike] =
         raise DataError(f"{name}: unknown split {split!r}; expected one of {SPLITS[name]}")
     if binarize not in BINARIZE:
         raise DataError(f"{name}: binarize must be one of {BINARIZE}, got {binarize!r}")
+    if name == "bars-and-stripes":      # already 0/1, so every binarization leaves it as it is
+        return Dataset(name, bars_and_stripes(), None, None, "static")
     if name == "binarized-mnist":
         if binarize not in ("none", "static"):
             raise DataError(f"binarized-mnist is already binary (a fixed binarization); "

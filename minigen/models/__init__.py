@@ -57,6 +57,10 @@ def _specs():
                   default_data="binarized-mnist", add_eval_arguments=energy.add_dbn_eval_arguments,
                   evaluate=energy.evaluate_dbn, figures=energy.dbn_figures, trainer_step=energy.dbn_trainer_step,
                   defaults={"lr": 0.01, "batch_size": 100}),
+        ModelSpec("bm", "general Boltzmann machine (Eq. EBM-10): positive and negative phases, by Gibbs "
+                  "sampling or exactly; logs the exact KL G", energy.add_bm_arguments, energy.build_bm,
+                  default_data="bars-and-stripes", evaluate=energy.evaluate_bm, figures=energy.bm_figures,
+                  trainer_step=energy.bm_trainer_step, defaults={"lr": 0.5, "batch_size": 30}),
     ]
 
 

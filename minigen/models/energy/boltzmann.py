@@ -34,6 +34,7 @@ visible state.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -75,6 +76,15 @@ def _temperature(name: str, value, allow_zero: bool = False) -> float:
 def binary_states(n: int) -> np.ndarray:
     """All :math:`2^n` binary states, shape ``(2**n, n)``, in counting order (unit 0 = most significant bit)."""
     return numerics.binary_states(_positive_int("n", n, minimum=0))
+
+
+@functools.lru_cache(maxsize=2)
+def _state_table(n: int) -> np.ndarray:
+    """:func:`binary_states` kept read-only between calls: training recomputes exact
+    statistics every step, and rebuilding the 2**20-row table cost more than using it."""
+    table = binary_states(n)
+    table.flags.writeable = False
+    return table
 
 
 def state_index(states) -> np.ndarray:
@@ -282,7 +292,7 @@ class BoltzmannMachine:
         """
         s = self._check_states(states, "states", ndim=None)
         # ½ sᵀWs counts each pair i<j once, because W is symmetric with a zero diagonal.
-        return -0.5 * np.einsum("...i,ij,...j->...", s, self.weights, s) - s @ self.biases
+        return -0.5 * np.sum((s @ self.weights) * s, axis=-1) - s @ self.biases
 
     def energy_gap(self, states, unit: int) -> np.ndarray:
         r"""Eq. EBM-7's :math:`\Delta E_i = E(s_i{=}0) - E(s_i{=}1) = \sum_j w_{ij}s_j + b_i`, per state.
@@ -306,7 +316,7 @@ class BoltzmannMachine:
         if self.n_units > MAX_EXACT_UNITS:
             raise ValueError(f"exact enumeration: n_units must be <= {MAX_EXACT_UNITS} (2**n states), "
                              f"got {self.n_units}; use sampling (sample, sampled_statistics) instead")
-        return binary_states(self.n_units)
+        return _state_table(self.n_units)
 
     def log_joint(self, temperature: float | None = None) -> np.ndarray:
         r""":math:`\log p(\mathbf s) = -E(\mathbf s)/T - \log Z` for every state of :meth:`all_states`."""

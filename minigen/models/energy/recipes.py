@@ -1,4 +1,4 @@
-"""The energy family on the command line: ``minigen train rbm|dbn`` and ``minigen eval`` of their runs.
+"""The energy family on the command line: ``minigen train rbm|dbn|bm`` and ``minigen eval`` of their runs.
 
 Like ``vae.py``'s recipes, these turn a run's config into a model, plug the
 family's own update into the one training loop (an RBM learns by contrastive
@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from ... import nn
+from .boltzmann import MAX_EXACT_UNITS, BoltzmannMachine, state_index
 from .dbn import DeepBeliefNet, GreedyLayer, dbn_figures
 from .rbm import (MAX_ENUMERATED_UNITS, BernoulliRBM, ContrastiveDivergence, ais_log_partition, ais_schedule,
                   base_rate_biases, exact_log_partition, plot_filters)
@@ -159,3 +161,135 @@ def evaluate_rbm(model: BernoulliRBM, train, test, args, progress: bool = True) 
         out["log_z_exact"] = exact_log_partition(model)
         out["test_log_prob_exact"] = -test_free_energy - out["log_z_exact"]
     return out
+
+
+# --------------------------------------------------------------------------- general Boltzmann machines
+
+def add_bm_arguments(parser) -> None:
+    parser.add_argument("--hidden", type=int, default=4,
+                        help=f"hidden units (default: 4; visible + hidden <= {MAX_EXACT_UNITS} "
+                             f"allows the exact KL and --exact-gradient)")
+    parser.add_argument("--chains", type=int, default=200,
+                        help="Gibbs chains of each sampled phase (default: 200)")
+    parser.add_argument("--sweeps", type=int, default=5,
+                        help="Gibbs sweeps per phase and step; the free chains persist (default: 5)")
+    parser.add_argument("--exact-gradient", action="store_true",
+                        help="take both phases' statistics by enumerating every state instead of sampling")
+
+
+class BoltzmannMachineModule(nn.Module):
+    """A :class:`BoltzmannMachine` in the shape the training loop and run folders expect.
+
+    The machine is NumPy and learns by its own update (Eq. EBM-10), so the module
+    has no Tensor parameters: ``state_dict()`` holds its weights and biases as
+    arrays, and ``sample(n)`` draws visible vectors by Gibbs sampling.
+    """
+
+    def __init__(self, machine: BoltzmannMachine):
+        super().__init__()
+        self.machine = machine
+
+    def state_dict(self, *args, **kwargs) -> dict:
+        return {"weights": self.machine.weights.copy(), "biases": self.machine.biases.copy()}
+
+    def load_state_dict(self, state: dict, strict: bool = True):
+        m = self.machine       # a new machine, so its constructor checks shape and symmetry
+        self.machine = BoltzmannMachine(m.n_visible, m.n_hidden, np.asarray(state["weights"]),
+                                        np.asarray(state["biases"]), m.temperature)
+        return [], []
+
+    def sample(self, n: int, burn_in: int = 200) -> np.ndarray:
+        """``n`` visible vectors (n, n_visible), each the last state of its own chain of ``burn_in`` sweeps."""
+        return self.machine.sample(n, burn_in=burn_in)[0, :, :self.machine.n_visible]
+
+
+def build_bm(cfg: dict, image_shape) -> BoltzmannMachineModule:
+    """Small random weights (symmetry breaking between hidden units), seeded by the run's seed."""
+    for name in ("hidden", "chains", "sweeps"):
+        value = cfg[name]
+        if value < (0 if name == "hidden" else 1):
+            raise ValueError(f"--{name}: expected an int >= {0 if name == 'hidden' else 1}, got {value}")
+    n_visible = math.prod(image_shape)
+    if cfg["exact_gradient"] and n_visible + cfg["hidden"] > MAX_EXACT_UNITS:
+        raise ValueError(f"--exact-gradient: expected visible + hidden <= {MAX_EXACT_UNITS} units, "
+                         f"got {n_visible} + {cfg['hidden']}; drop it to sample the phases")
+    return BoltzmannMachineModule(BoltzmannMachine.random(n_visible, cfg["hidden"], weight_scale=0.1,
+                                                          rng=np.random.default_rng([cfg["seed"], 7])))
+
+
+class BoltzmannLearning:
+    r"""One step of Eq. EBM-10 on a batch, as the Trainer's ``step_fn``:
+
+    .. math:: w_{ij} \leftarrow w_{ij} + \frac{\eta}{T}\,(p^+_{ij} - p^-_{ij})
+
+    with :math:`p^+` from the batch (visible units clamped) and :math:`p^-` from the
+    free machine, both by Gibbs sampling (the free chains persist between steps and
+    are checkpointed) or both exactly. Logs ``kl`` :math:`= G = D_{KL}(P^+\Vert P^-)`
+    against the whole training set, exactly, while the net is small enough.
+    """
+
+    def __init__(self, model: BoltzmannMachineModule, cfg: dict, train_images: np.ndarray):
+        self.model, self.lr, self.exact = model, float(cfg["lr"]), cfg["exact_gradient"]
+        self.n_chains, self.n_sweeps = cfg["chains"], cfg["sweeps"]
+        machine = model.machine
+        self.target = machine.data_distribution(train_images.reshape(len(train_images), -1))
+        self.chains = np.zeros((0, machine.n_units))   # none yet: the first step starts them at random
+
+    def __call__(self, batch) -> dict:
+        machine = self.model.machine       # looked up each step: resuming replaces the machine
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        data = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+        if self.exact:
+            positive, negative = machine.exact_statistics(data)
+        else:
+            stats = machine.sampled_statistics(data, n_chains=self.n_chains, n_sweeps=self.n_sweeps,
+                                               negative_start=self.chains if len(self.chains) else None)
+            positive, negative, self.chains = stats.positive, stats.negative, stats.negative_states
+        grad_weights, grad_biases = machine.gradient(positive, negative)
+        machine.weights -= self.lr * grad_weights
+        machine.biases -= self.lr * grad_biases
+        metrics = {"grad_norm": float(np.sqrt(np.sum(grad_weights ** 2) / 2 + np.sum(grad_biases ** 2)))}
+        if machine.n_units <= MAX_EXACT_UNITS:
+            metrics["kl"] = machine.kl_divergence(self.target)
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {"chains": self.chains.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.chains = np.asarray(state["chains"], dtype=np.float64).reshape(-1, self.model.machine.n_units)
+
+
+def bm_trainer_step(model: BoltzmannMachineModule, cfg: dict, train_images: np.ndarray):
+    learning = BoltzmannLearning(model, cfg, train_images)
+    return learning, {"learning": learning}
+
+
+def evaluate_bm(model: BoltzmannMachineModule, train, test, args, progress: bool = True) -> dict:
+    r"""Exact scores by enumeration: :math:`G = D_{KL}(P^+\Vert P^-)` of the test set (Eq. EBM-10), the
+    mean :math:`\ln P^-(\mathbf v)` of the test vectors, and the model's mass on the patterns it saw."""
+    machine = model.machine
+    if machine.n_units > MAX_EXACT_UNITS:
+        raise ValueError(f"eval of a bm run: expected visible + hidden <= {MAX_EXACT_UNITS} units for exact "
+                         f"enumeration, got {machine.n_units}")
+    test_vectors = test.images.reshape(len(test.images), -1)
+    log_marginal = machine.log_marginal_visible()
+    target = machine.data_distribution(test_vectors)
+    seen = target > 0
+    samples = model.sample(1000)
+    return {"kl_exact": machine.kl_divergence(target),
+            "test_log_likelihood_exact": float(log_marginal[state_index(test_vectors)].mean()),
+            # the best any model can do is the data's own -entropy (ln 1/30 for bars and stripes)
+            "test_neg_entropy": float(np.sum(target[seen] * np.log(target[seen]))),
+            "model_mass_on_test_patterns": float(np.exp(log_marginal[seen]).sum()),
+            "sample_fraction_in_test_patterns": float(seen[state_index(samples)].mean()),
+            "log_z_exact": machine.log_partition(), "test_examples": len(test_vectors)}
+
+
+def bm_figures(model: BoltzmannMachineModule, run_dir: str, images: np.ndarray) -> list:
+    """64 samples, each the end of its own 200-sweep Gibbs chain."""
+    from ...viz import save_image_grid
+
+    samples = model.sample(64).reshape(-1, *images.shape[1:])
+    return [("samples: 200 Gibbs sweeps per chain (Eq. EBM-9)",
+             save_image_grid(samples, os.path.join(run_dir, "gibbs_samples.png"), nrow=8))]
