@@ -40,19 +40,25 @@ def bernoulli_log_likelihood(logits, x):
     return out
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
-def _momentum_ascent(param, velocity, grad, lr, momentum, weight_decay):
+def _momentum_ascent_body(param, velocity, grad, lr, momentum, weight_decay):
     for i in numba.prange(param.size):
         step = momentum * velocity[i] + lr * (grad[i] - weight_decay * param[i])
         velocity[i] = step
         param[i] += step
 
 
+# Starting the worker threads costs ~70 µs here: more than the whole update of a bias vector.
+_momentum_ascent_serial = numba.njit(fastmath=True, cache=True)(_momentum_ascent_body)
+_momentum_ascent_parallel = numba.njit(parallel=True, fastmath=True, cache=True)(_momentum_ascent_body)
+PARALLEL_MIN_SIZE = 1 << 16
+
+
 def momentum_ascent_step(param, velocity, grad, lr, momentum, weight_decay):
     """One pass over the parameters instead of five NumPy passes and two temporaries
-    (an RBM's 784×500 weights: ~0.15 ms per step → ~0.03 ms)."""
+    (an RBM's 784×500 weights: ~0.9 ms per step → ~0.08 ms)."""
     if not (param.flags.c_contiguous and velocity.flags.c_contiguous):
         raise ValueError("momentum_ascent_step: param and velocity must be C-contiguous (updated in place)")
     dt = param.dtype.type
-    _momentum_ascent(param.reshape(-1), velocity.reshape(-1), np.ascontiguousarray(grad, param.dtype).reshape(-1),
-                     dt(lr), dt(momentum), dt(weight_decay))
+    kernel = _momentum_ascent_parallel if param.size >= PARALLEL_MIN_SIZE else _momentum_ascent_serial
+    kernel(param.reshape(-1), velocity.reshape(-1), np.ascontiguousarray(grad, param.dtype).reshape(-1),
+           dt(lr), dt(momentum), dt(weight_decay))
