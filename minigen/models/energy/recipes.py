@@ -160,7 +160,8 @@ def evaluate_rbm(model: BernoulliRBM, train, test, args, progress: bool = True) 
     if min(model.n_visible, model.n_hidden) <= MAX_ENUMERATED_UNITS:
         out["log_z_exact"] = exact_log_partition(model)
         out["test_log_prob_exact"] = -test_free_energy - out["log_z_exact"]
-    return out
+    # An interval left open (too few AIS chains: mean - 3 s.e. <= 0) is null: JSON has no infinity.
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------- general Boltzmann machines
