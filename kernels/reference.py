@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from minigen.numerics import sigmoid   # σ(x) through tanh: no overflow for any x
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -212,8 +214,6 @@ def bernoulli_log_likelihood(logits, x):
 # compared with this one exactly, up to rounding at u ≈ p.
 
 
-def _sigmoid(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))      # σ(x) without overflow warnings
 
 
 def rbm_sample_hidden(v, W, c, u):
@@ -221,7 +221,7 @@ def rbm_sample_hidden(v, W, c, u):
 
     Returns ``(p, h)``, both (B, n_h) in the dtype of ``v``.
     """
-    p = _sigmoid(v @ W + c).astype(v.dtype, copy=False)
+    p = sigmoid(v @ W + c).astype(v.dtype, copy=False)
     return p, (u < p).astype(v.dtype)
 
 
@@ -230,7 +230,7 @@ def rbm_sample_visible(h, W, b, u):
 
     Returns ``(p, v)``, both (B, n_v) in the dtype of ``h``.
     """
-    p = _sigmoid(h @ W.T + b).astype(h.dtype, copy=False)
+    p = sigmoid(h @ W.T + b).astype(h.dtype, copy=False)
     return p, (u < p).astype(h.dtype)
 
 

@@ -9,6 +9,7 @@ and ``eval`` from the run folder alone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -77,8 +78,12 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
         scheduler = (CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg["lr"] * cfg["min_lr_ratio"])
                      if cfg["schedule"] == "cosine" else None)
 
+    @functools.cache
+    def all_test_images():       # read once, for both the periodic scores and the final figures
+        return fixed_binarization(load_data(cfg, "test"), cfg["seed"])
+
     def test_images(n):
-        images = fixed_binarization(load_data(cfg, "test"), cfg["seed"])
+        images = all_test_images()
         return images[scoring_subset(len(images), n, cfg["seed"])]
 
     eval_fn = None

@@ -36,9 +36,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .checks import check_int
 from .files import atomic_write, atomic_write_text
 
 __all__ = [
+    "save_figure",
     "make_grid",
     "save_image_grid",
     "read_jsonl",
@@ -91,13 +93,6 @@ def _points(x, name: str) -> np.ndarray:
     return arr
 
 
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum`` (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _limits(lim, name: str):
     """``a`` -> (-a, a); ``(lo, hi)`` -> (lo, hi); checks lo < hi and finiteness."""
     if isinstance(lim, numbers.Real) and not isinstance(lim, bool):
@@ -112,8 +107,9 @@ def _limits(lim, name: str):
     return lo, hi
 
 
-def _save_figure(fig: Figure, path, dpi: int = 100) -> str:
-    """Render ``fig`` with the Agg canvas and write it atomically as a PNG."""
+def save_figure(fig: Figure, path, dpi: int = 100) -> str:
+    """Render ``fig`` with the Agg canvas and write it atomically as a PNG; returns ``path``.
+    Every figure of the project is written through here."""
     FigureCanvasAgg(fig)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
 
@@ -160,8 +156,8 @@ def make_grid(images, nrow: Optional[int] = None, padding: int = 2,
     arr = _as_float_array(arr, "images")
     arr = np.clip(np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
-    nrow = math.ceil(math.sqrt(n)) if nrow is None else _positive_int(nrow, "nrow")
-    padding = _positive_int(padding, "padding", minimum=0)
+    nrow = math.ceil(math.sqrt(n)) if nrow is None else check_int("nrow", nrow)
+    padding = check_int("padding", padding, 0)
     if not isinstance(pad_value, numbers.Real) or not 0.0 <= pad_value <= 1.0:
         raise ValueError(f"pad_value: expected a number in [0, 1], got {pad_value!r}")
 
@@ -205,7 +201,7 @@ def save_image_grid(images, path, nrow: Optional[int] = None, padding: int = 2,
     back (H, W) or (H, W, 3) floats in [0, 1].
     """
     grid = make_grid(images, nrow=nrow, padding=padding)
-    scale = _default_scale(*grid.shape[:2]) if scale is None else _positive_int(scale, "scale")
+    scale = _default_scale(*grid.shape[:2]) if scale is None else check_int("scale", scale)
     if scale > 1:
         grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     return atomic_write(path, lambda tmp: _write_png(grid, tmp))
@@ -327,7 +323,7 @@ def plot_curves(metrics, path, keys: Optional[Sequence[str]] = None, x: Optional
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- 2-D plots
@@ -360,7 +356,7 @@ def scatter_2d(points, path, title: Optional[str] = None, reference=None, lim=No
     ax.legend(loc="upper right", fontsize="small")
     if title:
         ax.set_title(title)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def density_2d(log_prob_fn: Callable, path, lim=(-4, 4), resolution: int = 200,
@@ -374,7 +370,7 @@ def density_2d(log_prob_fn: Callable, path, lim=(-4, 4), resolution: int = 200,
     if not callable(log_prob_fn):
         raise ValueError(f"log_prob_fn: expected a callable, got {type(log_prob_fn).__name__}")
     lo, hi = _limits(lim, "lim")
-    resolution = _positive_int(resolution, "resolution", minimum=2)
+    resolution = check_int("resolution", resolution, 2)
     axis = np.linspace(lo, hi, resolution)
     gx, gy = np.meshgrid(axis, axis)  # row i is y = axis[i]
     xy = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
@@ -395,7 +391,7 @@ def density_2d(log_prob_fn: Callable, path, lim=(-4, 4), resolution: int = 200,
     fig.colorbar(image, ax=ax, label="density", shrink=0.85)
     if title:
         ax.set_title(title)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- HTML gallery

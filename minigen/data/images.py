@@ -37,6 +37,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from ..checks import check_int
 from .loader import DataError, DataLoader
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -304,9 +305,8 @@ def bars_and_stripes(size: int = 4, copies: int = 10) -> np.ndarray:
     """Every ``size`` x ``size`` image with constant rows or constant columns, ``copies`` times each,
     shuffled (seed 0): float32 (copies * (2**(size+1) - 2), 1, size, size). The all-off and all-on
     images are both bars and stripes; they are counted once, so 4x4 gives 16 + 16 - 2 = 30 patterns."""
-    for name, value in (("size", size), ("copies", copies)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise DataError(f"bars_and_stripes: {name} must be an int >= 1, got {value!r}")
+    size, copies = (check_int(f"bars_and_stripes: {name}", value, 1, DataError)
+                    for name, value in (("size", size), ("copies", copies)))
     codes = (np.arange(2 ** size)[:, None] >> np.arange(size - 1, -1, -1)) & 1     # (2**size, size)
     rows = np.repeat(codes[:, :, None], size, axis=2)          # row i constant, = bit i
     patterns = np.unique(np.concatenate([rows, rows.transpose(0, 2, 1)]), axis=0)

@@ -18,19 +18,14 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from ..checks import check_int
+
 Transform = Callable[[tuple, np.random.Generator], tuple]
 
 
 class DataError(ValueError):
     """Bad data or a bad argument to a data function; the message says which and why."""
 
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int >= minimum, or a DataError naming the argument."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or value < minimum:
-        raise DataError(f"DataLoader: {name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class DataLoader:
@@ -53,8 +48,8 @@ class DataLoader:
             if len(a) != n:
                 raise DataError(f"DataLoader: all arrays must have the same length; "
                                 f"array 0 has {n} rows but array {i} has {len(a)}")
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.seed = _check_int("seed", seed, 0)
+        self.batch_size = check_int("DataLoader: batch_size", batch_size, 1, DataError)
+        self.seed = check_int("DataLoader: seed", seed, 0, DataError)
         self.shuffle, self.drop_last, self.transform = bool(shuffle), bool(drop_last), transform
         self.num_examples = n
         if len(self) == 0:
@@ -69,7 +64,7 @@ class DataLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Jump to the start of ``epoch``."""
-        self.epoch, self._batch = _check_int("epoch", epoch, 0), 0
+        self.epoch, self._batch = check_int("DataLoader: epoch", epoch, 0, DataError), 0
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batch": self._batch, "seed": self.seed}
@@ -80,13 +75,13 @@ class DataLoader:
         if missing:
             raise DataError(f"DataLoader.load_state_dict: missing keys {sorted(missing)}; "
                             f"expected 'epoch', 'batch', 'seed', got {sorted(state)}")
-        epoch = _check_int("state['epoch']", int(state["epoch"]), 0)
-        batch = _check_int("state['batch']", int(state["batch"]), 0)
+        epoch = check_int("DataLoader: state['epoch']", int(state["epoch"]), 0, DataError)
+        batch = check_int("DataLoader: state['batch']", int(state["batch"]), 0, DataError)
         if batch > len(self):
             raise DataError(f"DataLoader.load_state_dict: state['batch'] = {batch} but an epoch "
                             f"has only {len(self)} batches (N={self.num_examples}, "
                             f"batch_size={self.batch_size}); was the data or batch size changed?")
-        self.seed = _check_int("state['seed']", int(state["seed"]), 0)
+        self.seed = check_int("DataLoader: state['seed']", int(state["seed"]), 0, DataError)
         self.epoch, self._batch = epoch, batch
 
     def _order(self, epoch: int) -> np.ndarray:

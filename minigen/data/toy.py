@@ -29,15 +29,11 @@ from typing import Callable, Dict, Sequence, Tuple, Type
 
 import numpy as np
 
+from ..checks import check_int
+from ..numerics import logsumexp
 from .loader import DataError
 
 Bounds = Tuple[Tuple[float, float], Tuple[float, float]]
-
-
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    m = np.max(a, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    return np.log(np.sum(np.exp(a - m), axis=axis)) + np.squeeze(m, axis=axis)
 
 
 def _as_points(x: np.ndarray) -> np.ndarray:
@@ -54,9 +50,8 @@ class ToyDensity:
     description = ""
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise DataError(f"{self.name}.sample: n must be an int >= 0, got {n!r}")
-        return self._sample(int(n), rng).astype(np.float32)
+        n = check_int(f"{self.name}.sample: n", n, 0, DataError)
+        return self._sample(n, rng).astype(np.float32)
 
     def _sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
@@ -87,7 +82,7 @@ class GaussianMixture2D(ToyDensity):
         x, s2 = _as_points(x), self.mode_std ** 2
         d2 = ((x[:, None, :] - self.mode_centers[None]) ** 2).sum(-1)  # (n, K)
         log_n = -d2 / (2 * s2) - math.log(2 * math.pi * s2)
-        return _logsumexp(log_n, axis=1) - math.log(len(self.mode_centers))
+        return logsumexp(log_n, axis=1) - math.log(len(self.mode_centers))
 
     @property
     def bounds(self) -> Bounds:
@@ -158,7 +153,7 @@ class NoisyCurve(ToyDensity):
         step = max(1, 2 ** 21 // len(centers))  # bound the (points, nodes, 2) buffer to ~32 MB
         for i in range(0, len(x), step):
             d2 = ((x[i:i + step, None, :] - centers[None]) ** 2).sum(-1)
-            out[i:i + step] = _logsumexp(logw - d2 / (2 * s2), axis=1)
+            out[i:i + step] = logsumexp(logw - d2 / (2 * s2), axis=1)
         return out - math.log(2 * math.pi * s2)
 
     @property

@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import nn, ops
 from ..autograd import Tensor, no_grad
+from ..checks import parse_sizes
 from ..distributions import Bernoulli, Normal, kl_divergence, sum_except_batch
 
 __all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "LatentVariableModel",
@@ -485,17 +486,6 @@ def _mvn_log_prob(x, mean, cov):
 
 # --------------------------------------------------------------------------- command-line recipes
 
-def _sizes(text) -> tuple:
-    """``"200,200"`` → (200, 200)."""
-    try:
-        sizes = tuple(int(s) for s in str(text).split(",") if s.strip())
-    except ValueError:
-        raise ValueError(f"expected comma-separated layer sizes like 200,200, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"layer sizes must be positive integers, got {text!r}")
-    return sizes
-
-
 def add_vae_arguments(parser) -> None:
     parser.add_argument("--arch", choices=["mlp", "conv"], default="mlp",
                         help="encoder/decoder networks (default: mlp, Burda et al.'s 200-200 tanh)")
@@ -510,7 +500,7 @@ def add_vae_arguments(parser) -> None:
 def build_vae(cfg: dict, image_shape) -> VAE:
     m = VAE.params_per_pixel(cfg["likelihood"])
     if cfg["arch"] == "mlp":
-        hidden = _sizes(cfg["hidden"])
+        hidden = parse_sizes(cfg["hidden"])
         enc, dec = (MLPEncoder(image_shape, cfg["latent"], hidden),
                     MLPDecoder(image_shape, cfg["latent"], hidden[::-1], params_per_pixel=m))
     else:
@@ -526,7 +516,7 @@ def add_hvae_arguments(parser) -> None:
 
 
 def build_hvae(cfg: dict, image_shape) -> HierarchicalVAE:
-    return HierarchicalVAE(image_shape, _sizes(cfg["latents"]), (_sizes(cfg["hidden"]), _sizes(cfg["hidden2"])),
+    return HierarchicalVAE(image_shape, parse_sizes(cfg["latents"]), (parse_sizes(cfg["hidden"]), parse_sizes(cfg["hidden2"])),
                            k=cfg["k"])
 
 

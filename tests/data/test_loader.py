@@ -126,9 +126,9 @@ def test_errors():
     with raises(DataError, "at least one array"):
         DataLoader(batch_size=1)
     for bad in (0, -2, 2.5, True, "8"):
-        with raises(DataError, "batch_size must be an int >= 1", repr(bad)):
+        with raises(DataError, "batch_size: expected an integer >= 1", repr(bad)):
             DataLoader(np.zeros(3), batch_size=bad)
-    with raises(DataError, "seed must be an int >= 0, got -1"):
+    with raises(DataError, "seed: expected an integer >= 0, got -1"):
         DataLoader(np.zeros(3), batch_size=1, seed=-1)
     with raises(DataError, "0 batches per epoch", "N=3, batch_size=4, drop_last=True"):
         DataLoader(np.zeros(3), batch_size=4, drop_last=True)
@@ -137,7 +137,7 @@ def test_errors():
         loader.load_state_dict({"epoch": 0, "batch": 0})
     with raises(DataError, "state['batch'] = 5", "only 3 batches"):
         loader.load_state_dict({"epoch": 0, "batch": 5, "seed": 0})
-    with raises(DataError, "epoch must be an int >= 0"):
+    with raises(DataError, "epoch: expected an integer >= 0"):
         loader.set_epoch(-1)
     bad = DataLoader(np.zeros(6), batch_size=2, transform=lambda b, rng: b[0])
     with raises(DataError, "transform must return a tuple", "ndarray"):

@@ -94,7 +94,7 @@ def test_checkerboard_support():
 def test_errors():
     with raises(DataError, "unknown toy dataset 'ring9'", "ring8"):
         load_toy("ring9", 10)
-    with raises(DataError, "n must be an int >= 0, got -1"):
+    with raises(DataError, "n: expected an integer >= 0, got -1"):
         load_toy("moons", -1)
     with raises(DataError, "x must have shape (n, 2), got (3,)"):
         Ring8().log_prob(np.zeros(3))

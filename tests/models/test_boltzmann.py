@@ -342,7 +342,7 @@ def test_training_vectors_become_their_empirical_distribution():
 # --------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: BoltzmannMachine(0, 2), r"n_visible: expected an int >= 1, got 0"),
+    (lambda: BoltzmannMachine(0, 2), r"n_visible: expected an integer >= 1, got 0"),
     (lambda: BoltzmannMachine(2, 1, weights=np.zeros((2, 2))), r"weights: expected shape \(3, 3\).*got \(2, 2\)"),
     (lambda: BoltzmannMachine(2, 0, weights=[[0, 1], [2, 0]]), r"weights: expected a symmetric matrix"),
     (lambda: BoltzmannMachine(2, 0, weights=[[1, 0], [0, 0]]), r"weights: expected a zero diagonal"),

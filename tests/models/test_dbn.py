@@ -233,7 +233,7 @@ def test_bad_input_is_a_clear_value_error():
         DeepBeliefNet([6, 30, 3]).log_prob(np.zeros((1, 6)))
     with pytest.raises(ValueError, match=r"latent layers \[500, 500\] is too many"):
         DeepBeliefNet([784, 500, 500, 2000]).variational_bound(np.zeros((1, 784)))
-    with pytest.raises(ValueError, match="n_samples must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="n_samples: expected an integer >= 1, got 0"):
         dbn.variational_bound(np.zeros((1, 6)), exact=False, n_samples=0, log_z=0.0)
 
 

@@ -339,7 +339,7 @@ def test_figures_are_written_as_png(tmp_path):
     (lambda net: net.fields([True, False, True, True]), r"states: expected numbers .* got dtype bool"),
     (lambda net: net.run([1, 1, 1, 1], scheme="random"), r"scheme: expected one of"),
     (lambda net: net.run([1, 1, 1, 1], "async2", rate=0), r"rate: expected a probability"),
-    (lambda net: net.run([1, 1, 1, 1], max_steps=-1), r"max_steps: expected an int ≥ 0, got -1"),
+    (lambda net: net.run([1, 1, 1, 1], max_steps=-1), r"max_steps: expected an integer >= 0, got -1"),
     (lambda net: net.update_unit([1, 1, 1, 1], 4), r"unit: expected an int in \[0, 4\), got 4"),
     (lambda net: net.run([1, 1, 1, 1], rng="seed"), r"rng: expected"),
     (lambda net: flip_bits([1, 1, 1, 1], 5), r"k: expected at most N = 4 bits to flip, got 5"),

@@ -330,7 +330,7 @@ def test_bad_input_is_a_clear_value_error():
     rbm = BernoulliRBM(8, 4)
     with pytest.raises(ValueError, match=r"v must have 8 values per example.*\(3, 7\)"):
         rbm.free_energy(np.zeros((3, 7)))
-    with pytest.raises(ValueError, match="n_hidden must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="n_hidden: expected an integer >= 1, got 0"):
         BernoulliRBM(8, 0)
     with pytest.raises(ValueError, match="sigma must be a positive number"):
         GaussianBernoulliRBM(3, 2, sigma=[1.0, -1.0, 1.0])

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ... import numerics
-from ...files import atomic_write
+from ...checks import check_int
 from ...numerics import logsumexp, sigmoid
 from ...random import as_generator
 
@@ -59,12 +59,6 @@ MIN_EXPECTED_COUNT = 5.0
 
 # --------------------------------------------------------------------------- small helpers
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _temperature(name: str, value, allow_zero: bool = False) -> float:
     t = float(value)
     if not math.isfinite(t) or t < 0 or (t == 0 and not allow_zero):
@@ -75,7 +69,7 @@ def _temperature(name: str, value, allow_zero: bool = False) -> float:
 
 def binary_states(n: int) -> np.ndarray:
     """All :math:`2^n` binary states, shape ``(2**n, n)``, in counting order (unit 0 = most significant bit)."""
-    return numerics.binary_states(_positive_int("n", n, minimum=0))
+    return numerics.binary_states(check_int("n", n, minimum=0))
 
 
 @functools.lru_cache(maxsize=2)
@@ -106,7 +100,7 @@ def chi_square_sf(statistic: float, dof: int) -> float:
     function P = 1 - Q when x < a + 1, where it converges fast, and Lentz's
     continued fraction for Q otherwise. Accurate to ~1e-12.
     """
-    dof = _positive_int("dof", dof)
+    dof = check_int("dof", dof)
     x = float(statistic)
     if not x >= 0:
         raise ValueError(f"statistic: expected a chi-square value >= 0, got {statistic!r}")
@@ -192,14 +186,14 @@ def _pool_rare_cells(counts: np.ndarray, expected: np.ndarray) -> tuple[np.ndarr
 def geometric_schedule(t_start: float, t_end: float, n_sweeps: int) -> np.ndarray:
     r"""Exponential cooling :math:`T_k = T_0\,(T_\text{end}/T_0)^{k/(K-1)}`, k = 0…K-1: one factor per sweep."""
     t_start, t_end = _temperature("t_start", t_start), _temperature("t_end", t_end)
-    n_sweeps = _positive_int("n_sweeps", n_sweeps, minimum=2)
+    n_sweeps = check_int("n_sweeps", n_sweeps, minimum=2)
     return t_start * (t_end / t_start) ** (np.arange(n_sweeps) / (n_sweeps - 1))
 
 
 def linear_schedule(t_start: float, t_end: float, n_sweeps: int) -> np.ndarray:
     r""":math:`T_k = T_0 + (T_\text{end} - T_0)\,k/(K-1)`; ``t_end = 0`` ends with greedy (T = 0) sweeps."""
     t_start, t_end = _temperature("t_start", t_start), _temperature("t_end", t_end, allow_zero=True)
-    return np.linspace(t_start, t_end, _positive_int("n_sweeps", n_sweeps, minimum=2))
+    return np.linspace(t_start, t_end, check_int("n_sweeps", n_sweeps, minimum=2))
 
 
 # --------------------------------------------------------------------------- results
@@ -255,8 +249,8 @@ class BoltzmannMachine:
     """
 
     def __init__(self, n_visible: int, n_hidden: int, weights=None, biases=None, temperature: float = 1.0):
-        self.n_visible = _positive_int("n_visible", n_visible)
-        self.n_hidden = _positive_int("n_hidden", n_hidden, minimum=0)
+        self.n_visible = check_int("n_visible", n_visible)
+        self.n_hidden = check_int("n_hidden", n_hidden, minimum=0)
         n = self.n_units
         self.weights = np.zeros((n, n)) if weights is None else _check_weights(weights, n)
         self.biases = np.zeros(n) if biases is None else _check_biases(biases, n)
@@ -270,7 +264,7 @@ class BoltzmannMachine:
         Random weights also break the symmetry between hidden units: from zero
         weights every hidden unit gets the same gradient and they stay twins.
         """
-        n = _positive_int("n_visible", n_visible) + _positive_int("n_hidden", n_hidden, minimum=0)
+        n = check_int("n_visible", n_visible) + check_int("n_hidden", n_hidden, minimum=0)
         rng = as_generator(rng)
         upper = np.triu(rng.normal(0.0, weight_scale, size=(n, n)), k=1)
         return cls(n_visible, n_hidden, upper + upper.T, rng.normal(0.0, bias_scale, size=n), temperature)
@@ -380,9 +374,9 @@ class BoltzmannMachine:
         chain, or one row for all) clamps the visible units: the chains then
         sample :math:`p(\\mathbf h\\mid \\mathbf v)`.
         """
-        n_chains = _positive_int("n_chains", n_chains)
-        burn_in = _positive_int("burn_in", burn_in, minimum=0)
-        n_samples, thin = _positive_int("n_samples", n_samples), _positive_int("thin", thin)
+        n_chains = check_int("n_chains", n_chains)
+        burn_in = check_int("burn_in", burn_in, minimum=0)
+        n_samples, thin = check_int("n_samples", n_samples), check_int("thin", thin)
         rng = as_generator(rng)
         s = self._start_states(n_chains, start, rng)
         if visible is not None:
@@ -427,7 +421,7 @@ class BoltzmannMachine:
         """
         temperatures = _check_schedule(schedule)
         rng = as_generator(rng)
-        s = self._start_states(_positive_int("n_chains", n_chains), start, rng)
+        s = self._start_states(check_int("n_chains", n_chains), start, rng)
         energies = [self.energy(s)]
         for t in temperatures:
             s = self.gibbs_sweep(s, t, rng=rng)
@@ -495,7 +489,7 @@ class BoltzmannMachine:
         default) run ``n_sweeps`` sweeps.
         """
         rng = as_generator(rng)
-        n_chains, n_sweeps = _positive_int("n_chains", n_chains), _positive_int("n_sweeps", n_sweeps)
+        n_chains, n_sweeps = check_int("n_chains", n_chains), check_int("n_sweeps", n_sweeps)
         target = self.data_distribution(data)
         visible = binary_states(self.n_visible)[rng.choice(len(target), size=n_chains, p=target)]
         clamped = self.sample(n_chains, burn_in=n_sweeps - 1, visible=visible, rng=rng)[0]
@@ -519,24 +513,33 @@ class BoltzmannMachine:
         """
         if method not in ("exact", "sampled"):
             raise ValueError(f"method: expected 'exact' or 'sampled', got {method!r}")
-        steps = _positive_int("steps", steps)
+        steps = check_int("steps", steps)
         learning_rate = float(learning_rate)
         if not (math.isfinite(learning_rate) and learning_rate > 0):
             raise ValueError(f"learning_rate: expected a finite value > 0, got {learning_rate!r}")
         target, rng = self.data_distribution(data), as_generator(rng)
         history, free_chains = [self.kl_divergence(target)], None
         for _ in range(steps):
-            if method == "exact":
-                positive, negative = self.exact_statistics(target)
-            else:
-                stats = self.sampled_statistics(target, n_chains=n_chains, n_sweeps=n_sweeps,
-                                                negative_start=free_chains, rng=rng)
-                positive, negative, free_chains = stats.positive, stats.negative, stats.negative_states
-            grad_weights, grad_biases = self.gradient(positive, negative)
-            self.weights -= learning_rate * grad_weights
-            self.biases -= learning_rate * grad_biases
+            *_, free_chains = self.learning_step(target, learning_rate, method=method, n_chains=n_chains,
+                                                 n_sweeps=n_sweeps, free_chains=free_chains, rng=rng)
             history.append(self.kl_divergence(target))
         return np.array(history)
+
+    def learning_step(self, data, learning_rate: float, *, method: str = "exact", n_chains: int = 500,
+                      n_sweeps: int = 5, free_chains=None, rng=None):
+        """One update of :meth:`fit` on ``data``; ``free_chains`` (the sampled negative phase's
+        states, None at first) are carried by the caller. Returns ``(grad_weights, grad_biases,
+        free_chains)``, the gradient of G that was stepped against."""
+        if method == "exact":
+            positive, negative = self.exact_statistics(data)
+        else:
+            stats = self.sampled_statistics(data, n_chains=n_chains, n_sweeps=n_sweeps,
+                                            negative_start=free_chains, rng=rng)
+            positive, negative, free_chains = stats.positive, stats.negative, stats.negative_states
+        grad_weights, grad_biases = self.gradient(positive, negative)
+        self.weights -= learning_rate * grad_weights
+        self.biases -= learning_rate * grad_biases
+        return grad_weights, grad_biases, free_chains
 
     def data_distribution(self, data) -> np.ndarray:
         r""":math:`P^+(\mathbf v)` over :func:`binary_states` ``(n_visible)``.
@@ -705,20 +708,19 @@ def plot_annealing(trajectory: AnnealingTrajectory, path, *, global_minimum: flo
                    max_chains: int = 8, title: str | None = None) -> str:
     """Energy (top) and temperature (bottom) against the sweep for up to ``max_chains`` chains, as a PNG.
 
-    Written atomically (:func:`minigen.files.atomic_write`).
+    Written atomically (:func:`minigen.viz.save_figure`).
 
     ``global_minimum`` (e.g. :meth:`BoltzmannMachine.ground_state_energy`)
     is drawn as a dashed line, so one sees which chains reached it.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from ...viz import save_figure
     if not isinstance(trajectory, AnnealingTrajectory):
         raise ValueError(f"trajectory: expected an AnnealingTrajectory, got {type(trajectory).__name__}")
-    max_chains = _positive_int("max_chains", max_chains)
+    max_chains = check_int("max_chains", max_chains)
     sweeps = np.arange(len(trajectory.energies))
     fig = Figure(figsize=(7, 5), layout="constrained")
-    FigureCanvasAgg(fig)
     energy_axes, temperature_axes = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
     for chain in trajectory.energies[:, :max_chains].T:
         energy_axes.plot(sweeps, chain, lw=0.9, alpha=0.8)
@@ -730,4 +732,4 @@ def plot_annealing(trajectory: AnnealingTrajectory, path, *, global_minimum: flo
     temperature_axes.step(sweeps[1:], trajectory.temperatures, where="pre", color="tab:red")
     temperature_axes.set_ylabel("temperature T")
     temperature_axes.set_xlabel("sweep")
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    return save_figure(fig, path)

@@ -39,8 +39,9 @@ import numpy as np
 
 from ... import backend, nn
 from ... import random as mg_random
+from ...checks import check_int
 from ...numerics import binary_states, logsumexp, softplus
-from .rbm import (BernoulliRBM, ContrastiveDivergence, _positive_int, ais_log_partition, base_rate_biases,
+from .rbm import (BernoulliRBM, ContrastiveDivergence, ais_log_partition, base_rate_biases,
                   exact_log_partition, plot_filters)
 
 __all__ = ["DeepBeliefNet", "GreedyLayer", "MAX_ENUMERATED_LATENTS", "dbn_figures"]
@@ -247,7 +248,7 @@ class DeepBeliefNet(nn.Module):
         return self._per_example(x, expected_log_ratio, sum, chunk)
 
     def _sampled_bound(self, x, n_samples: int, log_z, ais_options) -> np.ndarray:
-        n_samples = _positive_int("variational_bound: n_samples", n_samples)
+        n_samples = check_int("variational_bound: n_samples", n_samples)
         x = self._as_data(x)
         if log_z is None:
             # AIS starts from the base-rate model of what the top RBM actually sees
@@ -266,7 +267,7 @@ class DeepBeliefNet(nn.Module):
         :math:`h^{k}\sim P(h^k\mid h^{k+1})` down the directed layers. Returns the
         probabilities :math:`P(x=1\mid h^1)` of the last step (pictures) or, with
         ``mean=False``, the binary x — a NumPy (n, n_0) array."""
-        n = _positive_int("sample: n", n)
+        n = check_int("sample: n", n)
         top = self.top
         h_top = (top._uniform(n, top.n_hidden) < 0.5).astype(top.W.data.dtype)
         p, h, _, _ = top.gibbs(h_top, gibbs_steps)
@@ -338,8 +339,8 @@ class DeepBeliefNet(nn.Module):
         if len(epochs) != len(self.rbms):
             raise ValueError(f"DeepBeliefNet.fit_greedy: epochs_per_layer must be a number or {len(self.rbms)} "
                              f"numbers (one per RBM), got {len(epochs)}")
-        epochs = [_positive_int("fit_greedy: epochs_per_layer", e, 0) for e in epochs]
-        batch_size = _positive_int("fit_greedy: batch_size", batch_size)
+        epochs = [check_int("fit_greedy: epochs_per_layer", e, 0) for e in epochs]
+        batch_size = check_int("fit_greedy: batch_size", batch_size)
         history = []
         for layer, n_epochs in zip(self.greedy_layers(propagate, tie_init, **cd_options), epochs):
             errors = []

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from ...checks import parse_sizes
 from . import boltzmann, hopfield
 
 EXPERIMENTS = ("hopfield", "bm")
@@ -57,8 +58,7 @@ def hopfield_slide_example(out: str) -> dict:
 
 def hopfield_capacity(args, out: str) -> dict:
     """The capacity experiment: α_c at each N, its N → ∞ extrapolation, the recall-vs-load plot."""
-    from ..vae import _sizes
-    exp = hopfield.capacity_experiment(sizes=_sizes(args.sizes), seed=args.seed)
+    exp = hopfield.capacity_experiment(sizes=parse_sizes(args.sizes), seed=args.seed)
     for c in exp.curves:
         print(f"N = {c.n_units:>5}: alpha_c = {exp.critical_loads[c.n_units]:.4f} "
               f"(half of the stored patterns still retrieved with overlap >= 0.9), {c.seconds:.1f} s")

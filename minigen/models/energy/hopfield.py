@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ... import backend
-from ...files import atomic_write
+from ...checks import check_int
 from ...kernels.reference import hopfield_tie_tolerance
 from ...random import as_generator
 
@@ -136,12 +136,6 @@ def _check_scheme(scheme):
     if scheme not in SCHEMES:
         raise ValueError(f"scheme: expected one of {SCHEMES}, got {scheme!r}")
     return scheme
-
-
-def _check_count(name, value, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an int ≥ {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_rate(rate):
@@ -292,7 +286,7 @@ class HopfieldNetwork:
         """
         s, single = _check_spins("states", states, self.n_units)
         scheme, rng = _check_scheme(scheme), as_generator(rng)
-        max_steps, rate = _check_count("max_steps", max_steps), _check_rate(rate)
+        max_steps, rate = check_int("max_steps", max_steps, 0), _check_rate(rate)
         if scheme == "async1":
             s, steps, converged = self._run_async(s, max_steps, rng, backend.check_device(device))
             cycled = np.zeros(len(s), dtype=bool)
@@ -354,7 +348,7 @@ def _as_output(s, single):
 def flip_bits(states, k: int, rng=None) -> np.ndarray:
     """Copies of ``states`` (N,) or (B, N) with ``k`` distinct random bits of each row flipped."""
     s, single = _check_spins("states", states)
-    k = _check_count("k", k)
+    k = check_int("k", k, 0)
     if k > s.shape[1]:
         raise ValueError(f"k: expected at most N = {s.shape[1]} bits to flip, got {k}")
     which = as_generator(rng).random(s.shape).argsort(axis=1)[:, :k]   # a random k-subset per row
@@ -371,7 +365,7 @@ def basin_of_attraction(net: HopfieldNetwork, patterns, flips, trials: int = 20,
     on the pattern.
     """
     p, _ = _check_spins("patterns", patterns, net.n_units)
-    trials, rng = _check_count("trials", trials, 1), as_generator(rng)
+    trials, rng = check_int("trials", trials, 1), as_generator(rng)
     targets = np.repeat(p, trials, axis=0)
     rates = []
     for k in flips:
@@ -449,11 +443,11 @@ def capacity_curve(n_units: int, loads, trials=None, seed: int = 0, threshold: f
     slid away (m ≲ 0.4). ``trials`` pattern sets per load, by default enough
     for about 1000 recalls per load.
     """
-    n = _check_count("n_units", n_units, 2)
+    n = check_int("n_units", n_units, 2)
     loads = np.asarray(loads, dtype=np.float64)
     if loads.ndim != 1 or loads.size == 0 or not np.all((loads > 0) & np.isfinite(loads)):
         raise ValueError(f"loads: expected a non-empty 1-D array of positive loads, got {loads!r}")
-    rng, start = np.random.default_rng(_check_count("seed", seed)), time.perf_counter()
+    rng, start = np.random.default_rng(check_int("seed", seed, 0)), time.perf_counter()
     rows = [_measure_load(n, max(1, round(a * n)), trials, rng, threshold, max_sweeps, device) for a in loads]
     p, tests, overlap, retrieved, unconverged = (np.array(col) for col in zip(*rows))
     return CapacityCurve(n, p / n, p, tests, overlap, retrieved, unconverged, threshold,
@@ -462,7 +456,7 @@ def capacity_curve(n_units: int, loads, trials=None, seed: int = 0, threshold: f
 
 def _measure_load(n, p, trials, rng, threshold, max_sweeps, device):
     """(p, recalls, mean overlap, retrieved fraction, unconverged) at p patterns in n units."""
-    trials = max(1, math.ceil(1000 / p)) if trials is None else _check_count("trials", trials, 1)
+    trials = max(1, math.ceil(1000 / p)) if trials is None else check_int("trials", trials, 1)
     overlaps, unconverged = [], 0
     for _ in range(trials):
         patterns = rng.choice(np.array([-1, 1]), size=(p, n))
@@ -558,27 +552,19 @@ def _crossing_or_nan(small, large) -> float:
 
 # --------------------------------------------------------------------------- figures
 
-def _figure(width, height):
-    from matplotlib.figure import Figure                      # matplotlib only when drawing
-    return Figure(figsize=(width, height))
-
-
-def _save_png(fig, path) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    FigureCanvasAgg(fig)
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-
-
 def plot_capacity(result, path) -> str:
     """Retrieved fraction and mean overlap against load for every N, with α_c = 0.138 and the theory.
 
     ``result`` is a :class:`CapacityExperiment`, a :class:`CapacityCurve` or a list of curves.
     """
+    from matplotlib.figure import Figure                      # matplotlib only when drawing
+
+    from ...viz import save_figure
     curves = result.curves if isinstance(result, CapacityExperiment) else \
         [result] if isinstance(result, CapacityCurve) else list(result)
     if not curves or not all(isinstance(c, CapacityCurve) for c in curves):
         raise ValueError(f"result: expected a CapacityExperiment, a CapacityCurve or a list of them, got {result!r}")
-    fig = _figure(11, 4.2)
+    fig = Figure(figsize=(11, 4.2))
     frac_ax, m_ax = fig.subplots(1, 2)
     for c in curves:
         frac_ax.plot(c.loads, c.retrieved, "o-", ms=3, label=f"N = {c.n_units}")
@@ -595,7 +581,7 @@ def plot_capacity(result, path) -> str:
     m_ax.set_ylabel("mean final overlap m")
     m_ax.set_title("α_c = 0.138 (dashed)")
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_figure(fig, path)
 
 
 def _async_trajectory(net, state, rng, max_sweeps):
@@ -618,11 +604,14 @@ def plot_recall(net: HopfieldNetwork, cues, path, image_shape=(8, 8), rng=None, 
     The last column is the stored pattern with the largest overlap with the
     recalled state (left empty when ``net`` has no ``patterns``).
     """
+    from matplotlib.figure import Figure                      # matplotlib only when drawing
+
+    from ...viz import save_figure
     s, _ = _check_spins("cues", cues, net.n_units)
     if math.prod(image_shape) != net.n_units:
         raise ValueError(f"image_shape: expected {net.n_units} pixels in all, got {tuple(image_shape)}")
     rng = as_generator(rng)
-    fig = _figure(6, 1.6 * len(s))
+    fig = Figure(figsize=(6, 1.6 * len(s)))
     axes = np.atleast_2d(fig.subplots(len(s), 4))
     titles = ("corrupted input", "halfway", "recalled", "nearest stored")
     for row, cue in zip(axes, s):
@@ -635,7 +624,7 @@ def plot_recall(net: HopfieldNetwork, cues, path, image_shape=(8, 8), rng=None, 
                 ax.imshow(np.reshape(img, image_shape), cmap="gray_r", vmin=-1, vmax=1)
             ax.set_title(title if ax is not row[1] else f"halfway ({len(trajectory) // 2} flips)", fontsize=8)
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- the experiment, from the shell

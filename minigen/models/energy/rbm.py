@@ -47,6 +47,7 @@ import numpy as np
 from ... import backend, nn
 from ... import random as mg_random
 from ...autograd import Tensor
+from ...checks import check_int
 from ...numerics import binary_states, logsumexp, sigmoid, softplus
 
 __all__ = ["RBM", "BernoulliRBM", "GaussianBernoulliRBM", "ContrastiveDivergence", "base_rate_biases",
@@ -59,12 +60,6 @@ MAX_ENUMERATED_UNITS = 25
 
 # --------------------------------------------------------------------------- small helpers
 
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 # --------------------------------------------------------------------------- the models
 
 class RBM(nn.Module):
@@ -74,8 +69,8 @@ class RBM(nn.Module):
 
     def __init__(self, n_visible: int, n_hidden: int, device: str = "cpu", weight_scale: float = 0.01):
         super().__init__()
-        self.n_visible = _positive_int(f"{type(self).__name__}: n_visible", n_visible)
-        self.n_hidden = _positive_int(f"{type(self).__name__}: n_hidden", n_hidden)
+        self.n_visible = check_int(f"{type(self).__name__}: n_visible", n_visible)
+        self.n_hidden = check_int(f"{type(self).__name__}: n_hidden", n_hidden)
         xp = backend.xp_for(device)
         g = mg_random.generator(backend.check_device(device))
         # Hinton's guide: small random weights N(0, 0.01²) break the symmetry between hidden units.
@@ -128,7 +123,7 @@ class RBM(nn.Module):
         """``steps`` sweeps of block Gibbs sampling :math:`v\\sim p(v\\mid h)`, :math:`h\\sim p(h\\mid v)`
         from hidden states ``h``; returns ``(visible mean, v, p(h|v), h)`` of the last sweep."""
         p_v = v = p_h = None
-        for _ in range(_positive_int("gibbs: steps", steps)):
+        for _ in range(check_int("gibbs: steps", steps)):
             p_v, v = self.sample_visible(h)
             p_h, h = self.sample_hidden(v)
         return p_v, v, p_h, h
@@ -141,7 +136,7 @@ class RBM(nn.Module):
         Returns the visible means of the last sweep (the usual picture) or, with
         ``mean=False``, the sampled visibles — a NumPy (n, n_visible) array.
         """
-        n = _positive_int("sample: n", n)
+        n = check_int("sample: n", n)
         if init is None:
             h = (self._uniform(n, self.n_hidden) < 0.5).astype(self.W.data.dtype)
         else:
@@ -240,7 +235,7 @@ class BernoulliRBM(RBM):
         The uniforms of a sweep are drawn up front, a block of sweeps at a time
         so that long chains need no more than ~16M of them in memory.
         """
-        steps = _positive_int("gibbs: steps", steps)
+        steps = check_int("gibbs: steps", steps)
         kernel = backend.get_kernel("rbm_gibbs_chain", self.device)
         block = max(1, 2 ** 24 // (len(h) * (self.n_visible + self.n_hidden)))
         W, b, c = self.W.data, self.b.data, self.c.data
@@ -415,13 +410,13 @@ class ContrastiveDivergence:
         for name, value in (("momentum", momentum), ("initial_momentum", initial_momentum)):
             if not 0 <= value < 1:
                 raise ValueError(f"ContrastiveDivergence: {name} must be in [0, 1), got {value!r}")
-        self.rbm, self.lr, self.k, self.persistent = rbm, float(lr), _positive_int("k", k), bool(persistent)
+        self.rbm, self.lr, self.k, self.persistent = rbm, float(lr), check_int("k", k), bool(persistent)
         self.momentum, self.initial_momentum = float(momentum), float(initial_momentum)
-        self.momentum_warmup = _positive_int("momentum_warmup", momentum_warmup, 0)
+        self.momentum_warmup = check_int("momentum_warmup", momentum_warmup, 0)
         self.weight_decay = float(weight_decay)
         self.sample_reconstruction = bool(sample_reconstruction)
-        self.n_chains = None if n_chains is None else _positive_int("n_chains", n_chains)
-        self.monitor_every = _positive_int("monitor_every", monitor_every, 0)
+        self.n_chains = None if n_chains is None else check_int("n_chains", n_chains)
+        self.monitor_every = check_int("monitor_every", monitor_every, 0)
         self.validation = None if validation is None else rbm.as_visible(validation, "validation")[:1000]
         self.steps = 0
         self.velocity = {name: rbm.xp.zeros_like(p.data) for name, p in self._parameters().items()}
@@ -591,7 +586,7 @@ def ais_log_partition(rbm: BernoulliRBM, base_biases=None, betas=None, n_chains:
     base = np.zeros(rbm.n_visible) if base_biases is None else np.asarray(base_biases, np.float64).reshape(-1)
     if base.shape != (rbm.n_visible,):
         raise ValueError(f"ais_log_partition: base_biases must have shape ({rbm.n_visible},), got {base.shape}")
-    m = _positive_int("ais_log_partition: n_chains", n_chains)
+    m = check_int("ais_log_partition: n_chains", n_chains)
     W, b, c = rbm.W.data, rbm.b.data, rbm.c.data
     b_base = xp.asarray(base, dtype=dtype)
     b64, c64, base64 = b.astype(xp.float64), c.astype(xp.float64), xp.asarray(base)

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from ... import nn
+from ...checks import check_int, parse_sizes
 from .boltzmann import MAX_EXACT_UNITS, BoltzmannMachine, state_index
 from .dbn import DeepBeliefNet, GreedyLayer, dbn_figures
 from .rbm import (MAX_ENUMERATED_UNITS, BernoulliRBM, ContrastiveDivergence, ais_log_partition, ais_schedule,
@@ -63,8 +64,7 @@ def add_dbn_arguments(parser) -> None:
 
 
 def build_dbn(cfg: dict, image_shape) -> DeepBeliefNet:
-    from ..vae import _sizes
-    return DeepBeliefNet([math.prod(image_shape), *_sizes(cfg["hidden"])])
+    return DeepBeliefNet([math.prod(image_shape), *parse_sizes(cfg["hidden"])])
 
 
 class GreedyTraining:
@@ -206,10 +206,8 @@ class BoltzmannMachineModule(nn.Module):
 
 def build_bm(cfg: dict, image_shape) -> BoltzmannMachineModule:
     """Small random weights (symmetry breaking between hidden units), seeded by the run's seed."""
-    for name in ("hidden", "chains", "sweeps"):
-        value = cfg[name]
-        if value < (0 if name == "hidden" else 1):
-            raise ValueError(f"--{name}: expected an int >= {0 if name == 'hidden' else 1}, got {value}")
+    for name, minimum in (("hidden", 0), ("chains", 1), ("sweeps", 1)):
+        check_int(f"--{name}", cfg[name], minimum)
     n_visible = math.prod(image_shape)
     if cfg["exact_gradient"] and n_visible + cfg["hidden"] > MAX_EXACT_UNITS:
         raise ValueError(f"--exact-gradient: expected visible + hidden <= {MAX_EXACT_UNITS} units, "
@@ -240,15 +238,11 @@ class BoltzmannLearning:
         machine = self.model.machine       # looked up each step: resuming replaces the machine
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         data = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
-        if self.exact:
-            positive, negative = machine.exact_statistics(data)
-        else:
-            stats = machine.sampled_statistics(data, n_chains=self.n_chains, n_sweeps=self.n_sweeps,
-                                               negative_start=self.chains if len(self.chains) else None)
-            positive, negative, self.chains = stats.positive, stats.negative, stats.negative_states
-        grad_weights, grad_biases = machine.gradient(positive, negative)
-        machine.weights -= self.lr * grad_weights
-        machine.biases -= self.lr * grad_biases
+        grad_weights, grad_biases, chains = machine.learning_step(
+            data, self.lr, method="exact" if self.exact else "sampled", n_chains=self.n_chains,
+            n_sweeps=self.n_sweeps, free_chains=self.chains if len(self.chains) else None)
+        if chains is not None:
+            self.chains = chains
         metrics = {"grad_norm": float(np.sqrt(np.sum(grad_weights ** 2) / 2 + np.sum(grad_biases ** 2)))}
         if machine.n_units <= MAX_EXACT_UNITS:
             metrics["kl"] = machine.kl_divergence(self.target)
