@@ -52,7 +52,7 @@ from .autograd import Tensor, enable_grad
 
 __all__ = [
     "Optimizer", "SGD", "Adam", "AdamW", "RMSprop",
-    "LRScheduler", "StepLR", "CosineAnnealingLR", "LinearLR", "LinearWarmup", "SequentialLR",
+    "LRScheduler", "StepLR", "CosineAnnealingLR", "cosine_annealing", "LinearLR", "LinearWarmup", "SequentialLR",
     "clip_grad_norm_", "clip_grad_value_", "EMA", "lr_scheduler",
 ]
 
@@ -668,7 +668,14 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def _lr_at(self, base_lr, t):
-        return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
+        return cosine_annealing(base_lr, t, self.T_max, self.eta_min)
+
+
+def cosine_annealing(base_lr: float, t: int, T_max: int, eta_min: float = 0.0) -> float:
+    r"""The cosine schedule's closed form, :math:`\eta_{\min} + \tfrac12(\gamma_0-\eta_{\min})(1+\cos\frac{\pi t}{T_{\max}})`:
+    shared by :class:`CosineAnnealingLR` and the updates that are not an Optimizer
+    (an RBM's contrastive divergence)."""
+    return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * t / T_max)) / 2
 
 
 class LinearLR(LRScheduler):
@@ -815,7 +822,7 @@ lr_scheduler = types.ModuleType(
 for _cls in (LRScheduler, StepLR, CosineAnnealingLR, LinearLR, LinearWarmup, SequentialLR):
     setattr(lr_scheduler, _cls.__name__, _cls)
 lr_scheduler._LRScheduler = LRScheduler
-lr_scheduler.__all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "LinearLR",
+lr_scheduler.__all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "cosine_annealing", "LinearLR",
                         "LinearWarmup", "SequentialLR"]
 sys.modules[lr_scheduler.__name__] = lr_scheduler
 del _cls

@@ -68,10 +68,10 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
     cfg["total_steps"] = steps
     optimizer = scheduler = step_fn = None
     extra_state = {}
+    if cfg["schedule"] not in spec.schedules:
+        raise ValueError(f"--schedule {cfg['schedule']}: model {spec.name!r} trains with its own update "
+                         f"and supports --schedule {' or '.join(spec.schedules)}")
     if spec.trainer_step is not None:
-        if cfg["schedule"] != "constant":
-            raise ValueError(f"--schedule {cfg['schedule']}: model {spec.name!r} trains with its own update "
-                             f"and a constant learning rate")
         step_fn, extra_state = spec.trainer_step(model, cfg, train_set.images)
     else:
         optimizer = Adam(model.parameters(), lr=cfg["lr"])

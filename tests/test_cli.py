@@ -134,7 +134,9 @@ def test_rbm_trains_by_contrastive_divergence_and_is_scored_by_ais(tmp_path, cap
     assert abs(scores["log_z_ais"] - scores["log_z_exact"]) < 0.1
     assert scores["test_log_prob_lower"] <= scores["test_log_prob_ais"] <= scores["test_log_prob_upper"]
     assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
-    assert main([*args[:2], *args[2:], "--schedule", "cosine", "--name", "r2"]) == 2   # CD keeps a constant lr
+    # --schedule cosine decays CD's rate to lr * min_lr_ratio over the run
+    assert main([*args, "--schedule", "cosine", "--min-lr-ratio", "0.1", "--name", "r2"]) == 0
+    assert json.loads((tmp_path / "r2" / "config.json").read_text())["schedule"] == "cosine"
 
 
 def test_energy_experiments_run_from_eval(tmp_path, capsys):
@@ -153,6 +155,7 @@ def test_energy_experiments_run_from_eval(tmp_path, capsys):
     assert main(["eval", "hopfield", "--capacity", "--sizes", "60,120", "--out", str(tmp_path / "c")]) == 0
     result = json.loads((tmp_path / "c" / "eval.json").read_text())
     assert set(result["critical_loads"]) == {"60", "120"} and (tmp_path / "c" / "capacity.png").exists()
+    assert 0.05 < result["measured_critical_load"] < 0.3 and "measured critical load" in capsys.readouterr().out
 
 
 def test_bm_learns_bars_and_stripes_lowering_the_exact_kl(tmp_path, capsys):
@@ -172,3 +175,6 @@ def test_bm_learns_bars_and_stripes_lowering_the_exact_kl(tmp_path, capsys):
     assert scores["kl_exact"] == pytest.approx(scores["test_neg_entropy"] - scores["test_log_likelihood_exact"])
     assert 0 < scores["model_mass_on_test_patterns"] < 1
     assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    capsys.readouterr()
+    assert main([*args, "--schedule", "cosine", "--name", "b2"]) == 2       # its update keeps a constant lr
+    assert "supports --schedule constant" in capsys.readouterr().err

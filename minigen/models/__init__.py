@@ -30,6 +30,7 @@ class ModelSpec:
     # Families that do not learn by backpropagating a loss (an RBM's contrastive divergence)
     # bring their own update: (model, config, train images) -> (step_fn, {name: checkpointed state}).
     trainer_step: Callable | None = None
+    schedules: tuple = ("constant", "cosine")     # the --schedule values it honours
     defaults: dict = field(default_factory=dict)   # training defaults: lr, batch_size, steps...
 
 
@@ -60,7 +61,8 @@ def _specs():
         ModelSpec("bm", "general Boltzmann machine (Eq. EBM-10): positive and negative phases, by Gibbs "
                   "sampling or exactly; logs the exact KL G", energy.add_bm_arguments, energy.build_bm,
                   default_data="bars-and-stripes", evaluate=energy.evaluate_bm, figures=energy.bm_figures,
-                  trainer_step=energy.bm_trainer_step, defaults={"lr": 0.5, "batch_size": 30}),
+                  trainer_step=energy.bm_trainer_step, schedules=("constant",),
+                  defaults={"lr": 0.5, "batch_size": 30}),
     ]
 
 

@@ -280,6 +280,29 @@ def test_cd_step_metrics_and_checkpointed_state(tmp_path):
     np.testing.assert_array_equal(resumed_cd.chains, cd.chains)
 
 
+def test_lr_schedule_sets_the_rate_of_each_update():
+    # Without momentum or decay an update moves W by lr_t * g, so a schedule that returns
+    # the constant rate changes nothing and one that returns 0 after step 1 freezes the net.
+    data = toy_data(8, 40)
+
+    def train(**kwargs):
+        mg.manual_seed(7)
+        rbm = BernoulliRBM(8, 4)
+        cd = ContrastiveDivergence(rbm, lr=0.1, momentum=0.0, initial_momentum=0.0, weight_decay=0.0, **kwargs)
+        snapshots = []
+        for i in range(4):
+            cd.cd_step(data[i * 10:(i + 1) * 10])
+            snapshots.append(rbm.W.data.copy())
+        return snapshots
+
+    constant = train()
+    np.testing.assert_array_equal(train(lr_schedule=lambda t: 0.1)[-1], constant[-1])
+    frozen = train(lr_schedule=lambda t: 0.1 if t < 2 else 0.0)
+    np.testing.assert_array_equal(frozen[1], constant[1])
+    np.testing.assert_array_equal(frozen[3], frozen[1])
+    assert not np.array_equal(constant[3], constant[1])
+
+
 def test_cd_step_runs_in_the_trainer(tmp_path):
     mg.manual_seed(6)
     rbm = BernoulliRBM(8, 4)

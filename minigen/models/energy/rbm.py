@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -387,7 +388,9 @@ class ContrastiveDivergence:
     and ``momentum`` after. PCD wants gentler settings than CD: with momentum
     0.9 the weights outrun the chains' mixing and the likelihood oscillates
     (momentum 0.5 or a smaller ``lr``); ``n_chains`` sets how many fantasy
-    particles it keeps (default: the batch size).
+    particles it keeps (default: the batch size). ``lr_schedule(t)``, when given,
+    is the learning rate of update t instead of the constant ``lr`` (e.g. a
+    cosine decay: a small final rate averages out the gradient noise).
 
     ``cd_step(batch) -> metrics`` is a Trainer ``step_fn``; pass this object in
     the Trainer's ``state`` so the velocities and the persistent chains are
@@ -401,7 +404,8 @@ class ContrastiveDivergence:
     def __init__(self, rbm: RBM, lr: float = 0.1, k: int = 1, persistent: bool = False,
                  momentum: float = 0.9, initial_momentum: float = 0.5, momentum_warmup: int = 0,
                  weight_decay: float = 2e-4, n_chains: int | None = None, monitor_every: int = 100,
-                 validation=None, sample_reconstruction: bool = False):
+                 validation=None, sample_reconstruction: bool = False,
+                 lr_schedule: Callable[[int], float] | None = None):
         if not isinstance(rbm, RBM):
             raise ValueError(f"ContrastiveDivergence: rbm must be an RBM, got {type(rbm).__name__}")
         for name, value in (("lr", lr), ("weight_decay", weight_decay)):
@@ -418,7 +422,7 @@ class ContrastiveDivergence:
         self.n_chains = None if n_chains is None else check_int("n_chains", n_chains)
         self.monitor_every = check_int("monitor_every", monitor_every, 0)
         self.validation = None if validation is None else rbm.as_visible(validation, "validation")[:1000]
-        self.steps = 0
+        self.lr_schedule, self.steps = lr_schedule, 0
         self.velocity = {name: rbm.xp.zeros_like(p.data) for name, p in self._parameters().items()}
         self.chains = rbm.xp.zeros((0, rbm.n_hidden), rbm.W.data.dtype)   # PCD's hidden states
 
@@ -455,10 +459,11 @@ class ContrastiveDivergence:
 
     def _update(self, grads: dict) -> None:
         mu = self.initial_momentum if self.steps < self.momentum_warmup else self.momentum
+        lr = self.lr if self.lr_schedule is None else self.lr_schedule(self.steps)
         step = backend.get_kernel("momentum_ascent_step", self.rbm.device)    # the rule above, fused
         for name, param in self._parameters().items():
             decay = self.weight_decay if name == "W" else 0.0                 # biases are not decayed
-            step(param.data, self.velocity[name], grads[name], self.lr, mu, decay)
+            step(param.data, self.velocity[name], grads[name], lr, mu, decay)
 
     def _metrics(self, v_data, reconstruction) -> dict:
         rbm = self.rbm

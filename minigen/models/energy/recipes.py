@@ -7,6 +7,7 @@ annealed importance sampling, since an RBM's likelihood needs log Z.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from ... import nn
 from ...checks import check_int, parse_sizes
+from ...optim import cosine_annealing
 from .boltzmann import MAX_EXACT_UNITS, BoltzmannMachine, state_index
 from .dbn import DeepBeliefNet, GreedyLayer, dbn_figures
 from .rbm import (MAX_ENUMERATED_UNITS, BernoulliRBM, ContrastiveDivergence, ais_log_partition, ais_schedule,
@@ -41,17 +43,22 @@ def build_rbm(cfg: dict, image_shape) -> BernoulliRBM:
     return BernoulliRBM(math.prod(image_shape), cfg["hidden"])
 
 
-def _contrastive_divergence(rbm: BernoulliRBM, cfg: dict) -> ContrastiveDivergence:
+def _contrastive_divergence(rbm: BernoulliRBM, cfg: dict, steps: int) -> ContrastiveDivergence:
+    """The run's CD updater; ``--schedule cosine`` decays its rate over its ``steps`` updates."""
+    schedule = None
+    if cfg["schedule"] == "cosine":
+        schedule = functools.partial(cosine_annealing, cfg["lr"], T_max=steps,
+                                     eta_min=cfg["lr"] * cfg["min_lr_ratio"])
     return ContrastiveDivergence(rbm, lr=cfg["lr"], k=cfg["cd_k"], persistent=cfg["persistent"],
                                  momentum=cfg["momentum"], momentum_warmup=cfg["momentum_warmup"],
-                                 weight_decay=cfg["weight_decay"])
+                                 weight_decay=cfg["weight_decay"], lr_schedule=schedule)
 
 
 def rbm_trainer_step(model: BernoulliRBM, cfg: dict, train_images: np.ndarray):
     """Contrastive divergence as the Trainer's ``step_fn``; the visible biases start at the
     data's log-odds (Hinton's guide §8) and the updater is checkpointed with the model."""
     model.b.data[...] = base_rate_biases(train_images.reshape(len(train_images), -1))
-    cd = _contrastive_divergence(model, cfg)
+    cd = _contrastive_divergence(model, cfg, cfg["total_steps"])
     return cd.cd_step, {"cd": cd}
 
 
@@ -77,7 +84,8 @@ class GreedyTraining:
     def __init__(self, dbn: DeepBeliefNet, total_steps: int, cfg: dict):
         self.dbn, self.step_count = dbn, 0
         self.steps_per_layer = max(1, total_steps // len(dbn.rbms))
-        self.layers = [GreedyLayer(dbn, k, _contrastive_divergence(rbm, cfg)) for k, rbm in enumerate(dbn.rbms)]
+        self.layers = [GreedyLayer(dbn, k, _contrastive_divergence(rbm, cfg, self.steps_per_layer))
+                       for k, rbm in enumerate(dbn.rbms)]
 
     def __call__(self, batch) -> dict:
         k = min(self.step_count // self.steps_per_layer, len(self.layers) - 1)
