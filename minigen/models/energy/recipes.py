@@ -46,9 +46,9 @@ def build_rbm(cfg: dict, image_shape) -> BernoulliRBM:
 def _contrastive_divergence(rbm: BernoulliRBM, cfg: dict, steps: int) -> ContrastiveDivergence:
     """The run's CD updater; ``--schedule cosine`` decays its rate over its ``steps`` updates."""
     schedule = None
-    if cfg["schedule"] == "cosine":
+    if cfg.get("schedule") == "cosine":
         schedule = functools.partial(cosine_annealing, cfg["lr"], T_max=steps,
-                                     eta_min=cfg["lr"] * cfg["min_lr_ratio"])
+                                     eta_min=cfg["lr"] * cfg.get("min_lr_ratio", 0.0))
     return ContrastiveDivergence(rbm, lr=cfg["lr"], k=cfg["cd_k"], persistent=cfg["persistent"],
                                  momentum=cfg["momentum"], momentum_warmup=cfg["momentum_warmup"],
                                  weight_decay=cfg["weight_decay"], lr_schedule=schedule)
