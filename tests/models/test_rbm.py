@@ -252,6 +252,26 @@ def test_training_increases_the_exact_log_likelihood(persistent):
     assert before < -5.0 and after > before + 1.5
 
 
+def test_gaussian_rbm_learns_real_valued_data():
+    # Two well-separated 2-D clusters of standardized data: the GB-RBM's p(v) is a mixture of
+    # 2^n_h Gaussians (Eq. EBM-11 with Gaussian visibles), and CD-1 fits it. log Z is exact
+    # (the hidden layer is enumerated, each term a Gaussian integral), so this is the real
+    # log-likelihood, which must end well above the single-Gaussian start.
+    mg.manual_seed(5)
+    rng = np.random.default_rng(5)
+    centres = np.array([[1.0, 1.0], [-1.0, -1.0]])
+    data = (centres[rng.integers(0, 2, 400)] + 0.3 * rng.normal(size=(400, 2))).astype(np.float32)
+    rbm = GaussianBernoulliRBM(2, 4, sigma=0.5)
+    cd = ContrastiveDivergence(rbm, lr=0.05, momentum=0.5, weight_decay=0.0)
+    before = mean_log_likelihood(rbm, data)
+    for step in range(600):
+        cd.cd_step(data[(step % 20) * 20:(step % 20 + 1) * 20])
+    after = mean_log_likelihood(rbm, data)
+    # the start, N(0, 0.5² I), scores -4.8 nats; the true density -1.1 (σ stays 0.5, wider than
+    # the clusters' 0.3, so the model cannot quite reach it); CD-1 gets to about -1.6
+    assert before < -4.0 and after > -2.0, (before, after)
+
+
 def test_cd_step_metrics_and_checkpointed_state(tmp_path):
     data = toy_data(8, 40)
     validation = toy_data(8, 20, seed=1)
