@@ -367,6 +367,23 @@ def test_ais_from_a_matching_base_is_exact():
     assert estimate.log_z == pytest.approx(exact_log_partition(rbm), abs=1e-5)
 
 
+def test_ais_for_gaussian_visibles_agrees_with_exact_log_partition():
+    # 12 hidden units: log Z is a sum of 2^12 Gaussian integrals; AIS anneals only W and c.
+    mg.manual_seed(8)
+    rbm = random_rbm(6, 12, seed=12, scale=0.4, cls=GaussianBernoulliRBM, sigma=np.linspace(0.5, 1.5, 6))
+    exact = exact_log_partition(rbm)
+    estimate = ais_log_partition(rbm, betas=ais_schedule(scale=0.1), n_chains=200)
+    assert abs(estimate.log_z - exact) < 0.05 and estimate.lower - 0.02 <= exact <= estimate.upper + 0.02
+    uncoupled = random_rbm(6, 3, seed=1, cls=GaussianBernoulliRBM, sigma=0.8)
+    uncoupled.W.data[...] = 0            # zero couplings: the base model is the model, every weight is 1
+    uncoupled.c.data[...] = 0
+    flat = ais_log_partition(uncoupled, betas=np.linspace(0, 1, 5), n_chains=4)
+    np.testing.assert_allclose(flat.log_weights, 0, atol=1e-6)
+    assert flat.log_z == pytest.approx(exact_log_partition(uncoupled), abs=1e-5)
+    with pytest.raises(ValueError, match="base_biases are for binary visibles"):
+        ais_log_partition(rbm, base_biases=np.zeros(6))
+
+
 # --------------------------------------------------------------------------- errors and figures
 
 def test_bad_input_is_a_clear_value_error():

@@ -556,7 +556,7 @@ class AISEstimate:
         return f"log Z ≈ {self.log_z:.4f} [{self.lower:.4f}, {self.upper:.4f}] ({len(self.log_weights)} chains)"
 
 
-def ais_log_partition(rbm: BernoulliRBM, base_biases=None, betas=None, n_chains: int = 100,
+def ais_log_partition(rbm: RBM, base_biases=None, betas=None, n_chains: int = 100,
                       n_std: float = 3.0) -> AISEstimate:
     r"""Annealed importance sampling estimate of log Z (Salakhutdinov & Murray 2008).
 
@@ -578,38 +578,86 @@ def ais_log_partition(rbm: BernoulliRBM, base_biases=None, betas=None, n_chains:
     :math:`\hat Z = Z_0\,\overline{w}` is unbiased and
     :math:`\log\hat Z = \log Z_0 + \operatorname{logmeanexp}(\log w)`.
     ``betas`` defaults to :func:`ais_schedule` ().
+
+    For a :class:`GaussianBernoulliRBM` the Gaussian part stays and only the
+    couplings are annealed (no ``base_biases``):
+    :math:`p^*_\beta(v) = e^{-\sum_i (v_i-b_i)^2/2\sigma_i^2}\prod_j(1 + e^{\beta(c_j + (v/\sigma)^\top W_{:,j})})`,
+    :math:`Z_0 = 2^{n_h}\prod_i\sqrt{2\pi}\,\sigma_i`, and the sweep draws
+    :math:`v\sim\mathcal N(b + \beta\,\sigma\odot Wh,\ \sigma^2)`.
     """
-    if not isinstance(rbm, BernoulliRBM):
-        raise ValueError(f"ais_log_partition: needs a BernoulliRBM, got {type(rbm).__name__}")
-    xp, dtype = rbm.xp, rbm.W.data.dtype
+    if not isinstance(rbm, RBM):
+        raise ValueError(f"ais_log_partition: needs an RBM, got {type(rbm).__name__}")
+    xp = rbm.xp
     betas = ais_schedule() if betas is None else np.asarray(betas, dtype=np.float64)
     if betas.ndim != 1 or len(betas) < 2 or betas[0] != 0 or betas[-1] != 1 or np.any(np.diff(betas) <= 0):
         raise ValueError(f"ais_log_partition: betas must increase from 0 to 1 (at least 2 values), "
                          f"got {len(betas)} values from {betas[:1]} to {betas[-1:]}")
-    base = np.zeros(rbm.n_visible) if base_biases is None else np.asarray(base_biases, np.float64).reshape(-1)
-    if base.shape != (rbm.n_visible,):
-        raise ValueError(f"ais_log_partition: base_biases must have shape ({rbm.n_visible},), got {base.shape}")
     m = check_int("ais_log_partition: n_chains", n_chains)
-    W, b, c = rbm.W.data, rbm.b.data, rbm.c.data
-    b_base = xp.asarray(base, dtype=dtype)
-    b64, c64, base64 = b.astype(xp.float64), c.astype(xp.float64), xp.asarray(base)
+    path = (_GaussianPath(rbm, base_biases) if isinstance(rbm, GaussianBernoulliRBM)
+            else _BernoulliPath(rbm, base_biases))
+    W, c64 = rbm.W.data, rbm.c.data.astype(xp.float64)
 
-    v = (rbm._uniform(m, rbm.n_visible) < sigmoid(b_base, xp)).astype(dtype)     # v_1 ~ p_A
+    v = path.start(m)                                          # v_1 ~ p_A
     log_w = xp.zeros(m, xp.float64)
-    sample_visible = backend.get_kernel("rbm_sample_visible", rbm.device)
     for k in range(1, len(betas)):
         beta, previous = float(betas[k]), float(betas[k - 1])
-        a = (v @ W).astype(xp.float64) + c64                  # c + vᵀW, shared by both terms and h
-        log_w += ((beta - previous) * (v.astype(xp.float64) @ (b64 - base64))
+        a = (rbm._hidden_input(v) @ W).astype(xp.float64) + c64   # c + vᵀW, shared by both terms and h
+        log_w += ((beta - previous) * path.visible_slope(v)
                   + softplus(beta * a, xp).sum(1) - softplus(previous * a, xp).sum(1))
         if k < len(betas) - 1:                                # the transition T_k leaves p_{β_k} invariant
-            h = (rbm._uniform(m, rbm.n_hidden) < sigmoid(beta * a, xp)).astype(dtype)
-            v = sample_visible(beta * h, W, beta * b + (1 - beta) * b_base, rbm._uniform(m, rbm.n_visible))[1]
+            h = (rbm._uniform(m, rbm.n_hidden) < sigmoid(beta * a, xp)).astype(W.dtype)
+            v = path.sample_visible(h, beta)
 
-    log_z_base = rbm.n_hidden * math.log(2) + float(softplus(xp.asarray(base), xp).sum())
     log_w = backend.to_device(log_w, "cpu")
-    return AISEstimate(*_log_mean_with_interval(log_w, log_z_base, n_std), log_weights=log_w,
-                       log_z_base=log_z_base, n_betas=len(betas))
+    return AISEstimate(*_log_mean_with_interval(log_w, path.log_z_base, n_std), log_weights=log_w,
+                       log_z_base=path.log_z_base, n_betas=len(betas))
+
+
+class _BernoulliPath:
+    """AIS from the base-rate RBM: the visible biases move from b_A to b along the way."""
+
+    def __init__(self, rbm: RBM, base_biases):
+        xp, dtype = rbm.xp, rbm.W.data.dtype
+        base = np.zeros(rbm.n_visible) if base_biases is None else np.asarray(base_biases, np.float64).reshape(-1)
+        if base.shape != (rbm.n_visible,):
+            raise ValueError(f"ais_log_partition: base_biases must have shape ({rbm.n_visible},), got {base.shape}")
+        self.rbm, self.b_base = rbm, xp.asarray(base, dtype=dtype)
+        self.bias_gap = rbm.b.data.astype(xp.float64) - xp.asarray(base)          # d/dβ of the visible term
+        self.log_z_base = rbm.n_hidden * math.log(2) + float(softplus(xp.asarray(base), xp).sum())
+        self.kernel = backend.get_kernel("rbm_sample_visible", rbm.device)
+
+    def start(self, m):
+        rbm = self.rbm
+        return (rbm._uniform(m, rbm.n_visible) < sigmoid(self.b_base, rbm.xp)).astype(rbm.W.data.dtype)
+
+    def visible_slope(self, v):
+        return v.astype(self.rbm.xp.float64) @ self.bias_gap
+
+    def sample_visible(self, h, beta):
+        rbm = self.rbm
+        bias = beta * rbm.b.data + (1 - beta) * self.b_base
+        return self.kernel(beta * h, rbm.W.data, bias, rbm._uniform(len(h), rbm.n_visible))[1]
+
+
+class _GaussianPath:
+    """AIS for Gaussian visibles: the Gaussian term is the same all the way, only W and c are annealed."""
+
+    def __init__(self, rbm: GaussianBernoulliRBM, base_biases):
+        if base_biases is not None:
+            raise ValueError("ais_log_partition: base_biases are for binary visibles; a GaussianBernoulliRBM "
+                             "starts from its own Gaussian (give None)")
+        self.rbm = rbm
+        self.log_z_base = (rbm.n_hidden * math.log(2) + rbm.n_visible * 0.5 * math.log(2 * math.pi)
+                           + float(rbm.xp.log(rbm.sigma.astype(rbm.xp.float64)).sum()))
+
+    def start(self, m):
+        return self.rbm.sample_visible(self.rbm.xp.zeros((m, self.rbm.n_hidden), self.rbm.W.data.dtype))[1]
+
+    def visible_slope(self, v):
+        return 0.0
+
+    def sample_visible(self, h, beta):
+        return self.rbm.sample_visible(beta * h)[1]
 
 
 def _log_mean_with_interval(log_w: np.ndarray, offset: float, n_std: float):

@@ -18,12 +18,16 @@ from ...checks import check_int, parse_sizes
 from ...optim import cosine_annealing
 from .boltzmann import MAX_EXACT_UNITS, BoltzmannMachine, state_index
 from .dbn import DeepBeliefNet, GreedyLayer, dbn_figures
-from .rbm import (MAX_ENUMERATED_UNITS, BernoulliRBM, ContrastiveDivergence, ais_log_partition, ais_schedule,
-                  base_rate_biases, exact_log_partition, plot_filters)
+from .rbm import (MAX_ENUMERATED_UNITS, RBM, BernoulliRBM, ContrastiveDivergence, GaussianBernoulliRBM,
+                  ais_log_partition, ais_schedule, base_rate_biases, exact_log_partition, plot_filters)
 
 
 def add_rbm_arguments(parser) -> None:
     parser.add_argument("--hidden", type=int, default=500, help="hidden units (default: 500)")
+    parser.add_argument("--visible", choices=["bernoulli", "gaussian"], default="bernoulli",
+                        help="visible units: binary, or Gaussian for real-valued data (mean and σ per pixel "
+                             "from the training data; they want a ~10x smaller --lr, e.g. 0.001; "
+                             "default: bernoulli)")
     _add_cd_arguments(parser)
 
 
@@ -39,11 +43,17 @@ def _add_cd_arguments(parser) -> None:
     parser.add_argument("--weight-decay", type=float, default=2e-4, help="L2 decay of W (default: 2e-4)")
 
 
-def build_rbm(cfg: dict, image_shape) -> BernoulliRBM:
-    return BernoulliRBM(math.prod(image_shape), cfg["hidden"])
+#: The smallest σ a Gaussian visible unit gets: pixels that never vary in the training set
+#: (MNIST's border) would otherwise have a zero-width Gaussian.
+MIN_PIXEL_SIGMA = 0.05
 
 
-def _contrastive_divergence(rbm: BernoulliRBM, cfg: dict, steps: int) -> ContrastiveDivergence:
+def build_rbm(cfg: dict, image_shape) -> RBM:
+    cls = GaussianBernoulliRBM if cfg.get("visible") == "gaussian" else BernoulliRBM
+    return cls(math.prod(image_shape), cfg["hidden"])
+
+
+def _contrastive_divergence(rbm: RBM, cfg: dict, steps: int) -> ContrastiveDivergence:
     """The run's CD updater; ``--schedule cosine`` decays its rate over its ``steps`` updates."""
     schedule = None
     if cfg.get("schedule") == "cosine":
@@ -54,10 +64,16 @@ def _contrastive_divergence(rbm: BernoulliRBM, cfg: dict, steps: int) -> Contras
                                  weight_decay=cfg["weight_decay"], lr_schedule=schedule)
 
 
-def rbm_trainer_step(model: BernoulliRBM, cfg: dict, train_images: np.ndarray):
+def rbm_trainer_step(model: RBM, cfg: dict, train_images: np.ndarray):
     """Contrastive divergence as the Trainer's ``step_fn``; the visible biases start at the
-    data's log-odds (Hinton's guide §8) and the updater is checkpointed with the model."""
-    model.b.data[...] = base_rate_biases(train_images.reshape(len(train_images), -1))
+    data's log-odds (Hinton's guide §8) — for Gaussian visibles at the pixel means, with σ
+    the pixel standard deviations — and the updater is checkpointed with the model."""
+    pixels = train_images.reshape(len(train_images), -1)
+    if isinstance(model, GaussianBernoulliRBM):      # start as the per-pixel Gaussian of the data
+        model.b.data[...] = pixels.mean(0)
+        model.log_sigma.data[...] = np.log(np.maximum(pixels.std(0), MIN_PIXEL_SIGMA))
+    else:
+        model.b.data[...] = base_rate_biases(pixels)
     cd = _contrastive_divergence(model, cfg, cfg["total_steps"])
     return cd.cd_step, {"cd": cd}
 
@@ -150,12 +166,13 @@ def add_rbm_eval_arguments(parser) -> None:
                         help="AIS schedule length: 1 = Salakhutdinov & Murray's 14,500 temperatures (default: 1)")
 
 
-def evaluate_rbm(model: BernoulliRBM, train, test, args, progress: bool = True) -> dict:
-    """Test log-probability :math:`-F(v) - \\log Z` with log Z by AIS (and exactly when a layer is small)."""
+def evaluate_rbm(model: RBM, train, test, args, progress: bool = True) -> dict:
+    """Test log-probability :math:`-F(v) - \\log Z` with log Z by AIS (and exactly when a layer is small);
+    a log-density (nats, continuous) for Gaussian visibles."""
     train_images = train.images.reshape(len(train.images), -1)
     test_images = test.images.reshape(len(test.images), -1)
-    estimate = ais_log_partition(model, base_rate_biases(train_images), ais_schedule(args.ais_scale),
-                                 n_chains=args.ais_chains)
+    base = None if isinstance(model, GaussianBernoulliRBM) else base_rate_biases(train_images)
+    estimate = ais_log_partition(model, base, ais_schedule(args.ais_scale), n_chains=args.ais_chains)
     test_free_energy = float(model.free_energy(test_images).mean())
     out = {"test_log_prob_ais": -test_free_energy - estimate.log_z,
            # log Z's ±3 s.e. interval moves the average log-probability the other way
