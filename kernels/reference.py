@@ -250,15 +250,6 @@ def rbm_gibbs_chain(h, W, b, c, u_v, u_h):
     return p_v, v, p_h, h
 
 
-def rbm_weight_gradient(v_pos, p_pos, v_neg, p_neg):
-    r"""Eq. EBM-11, the weight gradient of CD and PCD:
-    :math:`\langle v h^\top\rangle^+ - \langle v h^\top\rangle^- = v^{+\top} p^+/B - v^{-\top} p^-/M`,
-    with ``p_*`` = p(h=1|v) of the rows of ``v_*`` (B and M rows). Returns (n_v, n_h) in the dtype of ``v_pos``.
-    """
-    grad = v_pos.T @ p_pos / len(v_pos) - v_neg.T @ p_neg / len(v_neg)
-    return grad.astype(v_pos.dtype, copy=False)
-
-
 # --------------------------------------------------------------------------- Hopfield asynchronous dynamics (Eq. EBM-1, EBM-2)
 #
 # A Hopfield net with states s ∈ {-1,+1}^N, symmetric weights W (w_ii = 0) and

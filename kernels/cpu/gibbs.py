@@ -28,18 +28,6 @@ Numba's ``workqueue`` pool (see ``minigen.backend``) costs ~70 us here, so the
 pass runs on one core below ``PARALLEL_MIN_SIZE`` elements and over rows with
 ``prange`` above it. OpenBLAS uses both cores for the matmuls either way.
 
-Binary data: sums of rows instead of products
----------------------------------------------
-The data of a binary RBM are 0/1 with few ones (13 % of MNIST's pixels are on). For
-such a ``v``, ``v @ W`` is a sum of W's rows and ``v.T @ p`` adds rows of p: ~13 %
-of the dense product's terms, each a contiguous vectorised add. ``rbm_sample_hidden``
-takes that path when its input is 0/1 with at most ``SPARSE_MAX_DENSITY`` ones (one
-counting pass decides), and ``rbm_weight_gradient`` for the positive statistics of
-such data; everything else (probabilities, Gibbs samples of the hidden layer,
-Gaussian units) stays in BLAS. So the positive phase of CD, p(h|v) of the data and
-its statistics, costs a fraction of a product: CD-1's five products per batch
-(counting the two phases' statistics as two) become three and two row sums.
-
 Counter-based uniforms (an option; the reference signatures are unchanged)
 ---------------------------------------------------------------------------
 The reference takes its uniforms ``u`` as an array, and NumPy's ``Generator``
@@ -236,94 +224,9 @@ def _operands(x, W, bias):
             np.ascontiguousarray(bias, dtype=dtype).reshape(-1))
 
 
-# --------------------------------------------------------------------------- binary inputs
-
-#: ``v @ W`` for a 0/1 ``v`` with at most this fraction of ones is summed from W's rows.
-SPARSE_MAX_DENSITY = 0.25
-#: Run the row sums on all cores (a few hundred microseconds of work: waking the pool pays off).
-SPARSE_PARALLEL = True
-#: Columns of W summed per tile: W[:, tile] of a 784-row W is 400 KB and stays in the
-#: L2 cache while every row of the batch adds its rows of it.
-_COLUMN_TILE = 128
-
-
-@numba.njit(**_JIT)
-def _binary_density(x):
-    """The fraction of ones of a contiguous array, or -1.0 if an entry is neither 0 nor 1
-    (two counts instead of an early exit, so the loop vectorises)."""
-    flat = x.reshape(-1)
-    ones = zeros = 0
-    for i in range(flat.size):
-        ones += flat[i] == 1
-        zeros += flat[i] == 0
-    if ones + zeros != flat.size or flat.size == 0:
-        return -1.0
-    return ones / flat.size
-
-
-def _binary_product(x, W, out):
-    """``out = x @ W`` for 0/1 ``x``: row i of ``out`` is the sum of the rows k of W with
-    ``x[i, k] = 1``. MNIST's data have ~13 % ones, so this adds ~13 % of the terms of the
-    dense product, and each add is a contiguous row of W (vectorised, no multiplies)."""
-    batch, n_in = x.shape
-    ones = np.empty((batch, n_in), np.int32)          # the ones of each row, found once
-    count = np.zeros(batch, np.int32)
-    for i in range(batch):
-        for k in range(n_in):
-            if x[i, k] != 0:
-                ones[i, count[i]] = k
-                count[i] += 1
-    n_out = W.shape[1]
-    for tile in numba.prange((n_out + _COLUMN_TILE - 1) // _COLUMN_TILE):
-        j0 = tile * _COLUMN_TILE
-        j1 = min(j0 + _COLUMN_TILE, n_out)
-        for i in range(batch):
-            acc = out[i, j0:j1]
-            acc[:] = 0
-            for q in range(count[i]):
-                w = W[ones[i, q], j0:j1]
-                for j in range(j1 - j0):
-                    acc[j] += w[j]
-
-
-def _add_binary_outer(x, p, scale, grad):
-    """``grad += scale * x.T @ p`` for 0/1 ``x``: row k of ``grad`` adds the rows of ``p``
-    whose example has unit k on (rows of ``grad`` split between the threads)."""
-    for k in numba.prange(x.shape[1]):
-        g = grad[k]
-        for b in range(x.shape[0]):
-            if x[b, k] != 0:
-                row = p[b]
-                for j in range(row.shape[0]):
-                    g[j] += scale * row[j]
-
-
-# Each compiled twice: ``prange`` is ``range`` without ``parallel=True``.
-_binary_product_serial, _binary_product_parallel = (
-    numba.njit(parallel=par, **_JIT)(_binary_product) for par in (False, True))
-_add_binary_outer_serial, _add_binary_outer_parallel = (
-    numba.njit(parallel=par, **_JIT)(_add_binary_outer) for par in (False, True))
-
-
-def _product_into(x, W, out):
-    """``out = x @ W``: W's rows for a sparse 0/1 ``x``, else BLAS (``W`` C-contiguous)."""
-    if 0 <= _binary_density(x) <= SPARSE_MAX_DENSITY:
-        (_binary_product_parallel if SPARSE_PARALLEL else _binary_product_serial)(x, W, out)
-    else:
-        np.dot(x, W, out=out)
-    return out
-
-
-def _product(x, W, transpose):
-    """``x @ W`` (or ``x @ W.T``) into a fresh array we own."""
-    if transpose:
-        return np.dot(x, W.T)
-    return _product_into(x, np.ascontiguousarray(W), np.empty((x.shape[0], W.shape[1]), x.dtype))
-
-
 def _sample(x, W, bias, u, transpose):
     x, W, bias = _operands(x, W, bias)
-    p = _product(x, W, transpose)
+    p = np.dot(x, W.T if transpose else W)       # BLAS, a fresh (B, n) array we own
     s = np.empty_like(p)
     if not isinstance(u, np.uint64):
         u = np.ascontiguousarray(u, dtype=p.dtype)
@@ -360,7 +263,7 @@ def _chain(h, W, b, c, k, uniforms):
         # h_t is read by the first matmul before the second pass overwrites it
         np.dot(h if t == 0 else h_t, W.T, out=p_v)
         _bias_sigmoid_sample(p_v, b, uniforms(t, 0), v)
-        _product_into(v, W, p_h)                  # v is a fresh 0/1 sample: often sparse
+        np.dot(v, W, out=p_h)
         _bias_sigmoid_sample(p_h, c, uniforms(t, 1), h_t)
     return p_v, v, p_h, h_t
 
@@ -377,26 +280,6 @@ def rbm_gibbs_chain(h, W, b, c, u_v, u_h):
     u_v = np.ascontiguousarray(u_v, dtype=dtype)
     u_h = np.ascontiguousarray(u_h, dtype=dtype)
     return _chain(h, W, b, c, u_v.shape[0], lambda t, layer: (u_v, u_h)[layer][t])
-
-
-def rbm_weight_gradient(v_pos, p_pos, v_neg, p_neg):
-    """``v_pos.T @ p_pos / B - v_neg.T @ p_neg / M`` (the reference's formula).
-
-    The negative statistics are one BLAS product into the result; a 0/1 ``v_pos``
-    with few ones (the data of a binary RBM) then adds its positive statistics as
-    rows of ``p_pos``; any other ``v_pos`` goes into one product with the negative
-    phase, ``[v⁺; v⁻]ᵀ [p⁺/B; −p⁻/M]``.
-    """
-    dtype = np.dtype(v_pos.dtype if v_pos.dtype in (np.float32, np.float64) else np.float64)
-    v_pos, p_pos, v_neg, p_neg = (np.ascontiguousarray(a, dtype=dtype) for a in (v_pos, p_pos, v_neg, p_neg))
-    batch, chains = len(v_pos), len(v_neg)
-    if 0 <= _binary_density(v_pos) <= SPARSE_MAX_DENSITY:
-        grad = np.dot(v_neg.T, p_neg * dtype.type(-1.0 / chains))
-        (_add_binary_outer_parallel if SPARSE_PARALLEL else _add_binary_outer_serial)(
-            v_pos, p_pos, dtype.type(1.0 / batch), grad)
-        return grad
-    return np.dot(np.concatenate([v_pos, v_neg]).T,
-                  np.concatenate([p_pos * dtype.type(1.0 / batch), p_neg * dtype.type(-1.0 / chains)]))
 
 
 # --------------------------------------------------------------------------- seeded variants (the option)

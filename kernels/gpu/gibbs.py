@@ -62,15 +62,6 @@ def rbm_sample_visible(h, W, b, u):
     return _sample(h, W, b, u, transpose=True)
 
 
-def rbm_weight_gradient(v_pos, p_pos, v_neg, p_neg):
-    """``v_pos.T @ p_pos / B - v_neg.T @ p_neg / M`` as one cuBLAS product of the stacked phases."""
-    dtype = v_pos.dtype
-    inputs = cupy.concatenate([v_pos, v_neg.astype(dtype, copy=False)])
-    weights = cupy.concatenate([p_pos.astype(dtype, copy=False) / len(v_pos),
-                                p_neg.astype(dtype, copy=False) / -len(v_neg)])
-    return cupy.matmul(inputs.T, weights)
-
-
 def _chain(h, W, b, c, k, uniforms):
     """k Gibbs steps into four buffers allocated once; ``uniforms(t, layer)`` gives step t's u."""
     if k == 0:                                         # as the reference

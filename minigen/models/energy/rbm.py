@@ -163,9 +163,11 @@ class RBM(nn.Module):
         the model (CD, PCD) this is the stochastic estimate, with exact model
         expectations (see the tests) the exact gradient. Returns ``{name: array}``.
         """
-        weight_gradient = backend.get_kernel("rbm_weight_gradient", self.device)
-        grads = {"W": weight_gradient(self._hidden_input(v_data), p_data, self._hidden_input(v_model), p_model),
-                 "c": p_data.mean(0) - p_model.mean(0)}
+        xp = self.xp
+        # One matmul for both phases: [v⁺; v⁻]ᵀ [p⁺/B; -p⁻/M] = <v h>⁺ - <v h>⁻.
+        inputs = xp.concatenate([self._hidden_input(v_data), self._hidden_input(v_model)])
+        weights = xp.concatenate([p_data / len(v_data), p_model / -len(v_model)])
+        grads = {"W": inputs.T @ weights, "c": weights.sum(0)}
         grads.update(self._visible_gradient(v_data, p_data, v_model, p_model))
         return grads
 
