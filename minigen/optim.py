@@ -822,7 +822,7 @@ lr_scheduler = types.ModuleType(
 for _cls in (LRScheduler, StepLR, CosineAnnealingLR, LinearLR, LinearWarmup, SequentialLR):
     setattr(lr_scheduler, _cls.__name__, _cls)
 lr_scheduler._LRScheduler = LRScheduler
-lr_scheduler.__all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "cosine_annealing", "LinearLR",
+lr_scheduler.__all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "LinearLR",
                         "LinearWarmup", "SequentialLR"]
 sys.modules[lr_scheduler.__name__] = lr_scheduler
 del _cls

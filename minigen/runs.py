@@ -69,8 +69,8 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
     optimizer = scheduler = step_fn = None
     extra_state = {}
     if cfg["schedule"] not in spec.schedules:
-        raise ValueError(f"--schedule {cfg['schedule']}: model {spec.name!r} trains with its own update "
-                         f"and supports --schedule {' or '.join(spec.schedules)}")
+        raise ValueError(f"--schedule {cfg['schedule']}: model {spec.name!r} supports --schedule "
+                         f"{' or '.join(spec.schedules)}")
     if spec.trainer_step is not None:
         step_fn, extra_state = spec.trainer_step(model, cfg, train_set.images)
     else:

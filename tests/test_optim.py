@@ -409,6 +409,7 @@ def test_lr_scheduler_namespace_mirrors_torch():
     from minigen.optim.lr_scheduler import CosineAnnealingLR as C2
     import minigen.optim.lr_scheduler as lrs
     assert C2 is CosineAnnealingLR and lrs.StepLR is StepLR and optim.lr_scheduler is lrs
+    assert all(hasattr(lrs, name) for name in lrs.__all__)        # `import *` works
 
 
 @pytest.mark.parametrize("kind", ["step", "sequential"])

@@ -59,8 +59,6 @@ __all__ = ["RBM", "BernoulliRBM", "GaussianBernoulliRBM", "ContrastiveDivergence
 MAX_ENUMERATED_UNITS = 25
 
 
-# --------------------------------------------------------------------------- small helpers
-
 # --------------------------------------------------------------------------- the models
 
 class RBM(nn.Module):

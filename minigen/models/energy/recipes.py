@@ -17,7 +17,7 @@ from ... import nn
 from ...checks import check_int, parse_sizes
 from ...optim import cosine_annealing
 from .boltzmann import MAX_EXACT_UNITS, BoltzmannMachine, state_index
-from .dbn import DeepBeliefNet, GreedyLayer, dbn_figures
+from .dbn import DeepBeliefNet, GreedyLayer, dbn_figures  # noqa: F401  (dbn_figures: the registry reads it here)
 from .rbm import (MAX_ENUMERATED_UNITS, RBM, BernoulliRBM, ContrastiveDivergence, GaussianBernoulliRBM,
                   ais_log_partition, ais_schedule, base_rate_biases, exact_log_partition, plot_filters)
 
