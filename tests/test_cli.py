@@ -9,7 +9,7 @@ import pytest
 
 from minigen.cli import build_parser, main
 
-SUBCOMMANDS = [["demo"], ["train"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"],
+SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"],
                ["sample"], ["eval"], ["bench"], ["list"]]
 
 

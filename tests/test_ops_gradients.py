@@ -126,6 +126,14 @@ def test_reductions(name, data, shape, keepdim, layout):
     check(lambda t: REDUCTIONS[name](t, dims, keepdim), x)
 
 
+@given(data=st.data(), shape=reduced_shapes, layout=layouts)
+def test_cumsum(data, shape, layout):
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim")
+    x = make(data, shape, layout=layout)
+    np.testing.assert_allclose(x.cumsum(dim).detach().numpy(), np.cumsum(x.detach().numpy(), axis=dim))
+    check(lambda t: t.cumsum(dim), x)
+
+
 def test_numpy_style_reduction_arguments():
     x = mg.tensor(np.arange(6.0).reshape(2, 3))
     assert x.sum(axis=1, keepdims=True).shape == (2, 1)

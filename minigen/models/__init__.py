@@ -35,9 +35,23 @@ class ModelSpec:
 
 
 def _specs():
+    from . import autoregressive as ar
     from . import vae
     from .energy import recipes as energy
+    exact = dict(default_data="binarized-mnist", evaluate=ar.evaluate_autoregressive,
+                 figures=ar.autoregressive_figures, periodic_eval=ar.periodic_nll)
     return [
+        ModelSpec("fvsbn", "fully visible sigmoid belief net (Eq. AR-1): a logistic regression per pixel on the "
+                  "pixels before it", ar.add_fvsbn_arguments, ar.build_fvsbn, **exact,
+                  defaults={"lr": 1e-3, "batch_size": 100}),
+        ModelSpec("nade", "NADE (Eq. AR-1): one hidden layer shared by all conditionals, O(HD) per image",
+                  ar.add_nade_arguments, ar.build_nade, **exact, defaults={"lr": 1e-3, "batch_size": 100}),
+        ModelSpec("pixelcnn", "PixelCNN (Eq. AR-2): mask-A then residual mask-B convolutions, Bernoulli / "
+                  "256-way softmax / logistic-mixture pixels", ar.add_pixelcnn_arguments, ar.build_pixelcnn,
+                  **exact, defaults={"lr": 1e-3, "batch_size": 64}),
+        ModelSpec("gated_pixelcnn", "Gated PixelCNN (Eq. AR-5): vertical + horizontal stacks, tanh*sigmoid gates, "
+                  "no blind spot; --conditional for class labels", ar.add_gated_pixelcnn_arguments,
+                  ar.build_gated_pixelcnn, **exact, defaults={"lr": 1e-3, "batch_size": 64}),
         ModelSpec("vae", "variational autoencoder (Eq. VAE-1..6): MLP or conv, Bernoulli/Gaussian decoder, "
                   "IWAE training with --k", vae.add_vae_arguments, vae.build_vae,
                   add_eval_arguments=vae.add_vae_eval_arguments, evaluate=vae.evaluate_vae,

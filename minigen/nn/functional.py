@@ -17,7 +17,7 @@ from ..ops.losses import (binary_cross_entropy, binary_cross_entropy_with_logits
                           cross_entropy, kl_div, l1_loss, mse_loss, nll_loss)
 from ..ops.normalization import (batch_norm, group_norm, instance_norm, layer_norm,  # noqa: F401
                                  normalize)
-from ..ops.reductions import (amax, amin, logsumexp, max, mean, min, std, sum, var)  # noqa: F401,A004
+from ..ops.reductions import (amax, amin, cumsum, logsumexp, max, mean, min, std, sum, var)  # noqa: F401,A004
 from ..ops.regularization import dropout, embedding, one_hot  # noqa: F401
 from ..ops.shape import (cat, chunk, expand, flatten, gather, pad, permute, reshape, split,  # noqa: F401
                          squeeze, stack, transpose, unsqueeze, view)

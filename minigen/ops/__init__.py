@@ -21,7 +21,7 @@ from .linalg import bmm, einsum, linear, matmul, outer
 from .losses import (bernoulli_log_likelihood, binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
                      kl_div, l1_loss, mse_loss, nll_loss)
 from .normalization import batch_norm, group_norm, instance_norm, layer_norm, normalize
-from .reductions import (all, amax, amin, any, argmax, argmin, logsumexp, max, mean, min, std,
+from .reductions import (all, amax, amin, any, argmax, argmin, cumsum, logsumexp, max, mean, min, std,
                          sum, var)
 from .regularization import dropout, embedding, one_hot
 from .shape import (broadcast_to, cat, chunk, concatenate, expand, expand_as, flatten, flip,
@@ -37,7 +37,7 @@ TENSOR_METHODS = {
     "maximum": maximum, "minimum": minimum, "isnan": isnan, "isinf": isinf,
     "isfinite": isfinite, "masked_fill": masked_fill, "eq": eq,
     "sum": sum, "mean": mean, "var": var, "std": std, "max": max, "min": min,
-    "amax": amax, "amin": amin, "logsumexp": logsumexp, "argmax": argmax, "argmin": argmin,
+    "amax": amax, "amin": amin, "logsumexp": logsumexp, "cumsum": cumsum, "argmax": argmax, "argmin": argmin,
     "all": all, "any": any,
     "reshape": reshape, "view": view, "permute": permute, "transpose": transpose,
     "swapaxes": swapaxes, "movedim": movedim, "flatten": flatten, "unflatten": unflatten,

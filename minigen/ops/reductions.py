@@ -1,4 +1,4 @@
-"""Reductions: sum mean var std max min amax amin logsumexp argmax argmin.
+"""Reductions: sum mean var std max min amax amin logsumexp argmax argmin, and the scan cumsum.
 
 All accept PyTorch's ``dim=``/``keepdim=`` and NumPy's ``axis=``/``keepdims=``.
 A reduction's backward puts the reduced axes back (as size 1) and broadcasts.
@@ -167,6 +167,28 @@ def logsumexp(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     with np.errstate(divide="ignore"):  # all -inf: log(0) = -inf is the right answer
         out = (x - m).exp().sum(dim=axes, keepdim=True).log() + m
     return out if keepdim else out.squeeze(axes)
+
+
+class Cumsum(Function):
+    """:math:`y_i = \\sum_{j \\le i} x_j`; each :math:`x_j` feeds every later :math:`y_i`, so the
+    gradient is the *reversed* cumulative sum :math:`\\partial L/\\partial x_j = \\sum_{i \\ge j} g_i`."""
+
+    @staticmethod
+    def forward(ctx, a, axis):
+        ctx.axis = axis
+        return a.cumsum(axis=axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        return Cumsum.apply(g.flip(ctx.axis), ctx.axis).flip(ctx.axis), None
+
+
+def cumsum(x, dim):
+    """Cumulative sum along ``dim`` (PyTorch's ``torch.cumsum``)."""
+    from ._util import normalize_dim
+    if x.ndim == 0:
+        raise ValueError("cumsum: expected a tensor with at least one dimension, got a scalar")
+    return Cumsum.apply(x, normalize_dim("cumsum", dim, x.ndim))
 
 
 def argmax(x, dim=None, keepdim=False):
