@@ -49,7 +49,7 @@ def _duration(text):
 
 def add_data_arguments(parser, default_data="digits") -> None:
     from .data import list_datasets
-    names = [n for n, d in list_datasets().items() if not d.startswith("2-D toy")]
+    names = list(list_datasets())
     group = parser.add_argument_group("data")
     group.add_argument("--data", default=default_data, choices=names,
                        help=f"dataset (default: {default_data}; see `minigen list`)")
@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
     ev.add_argument("--output", help="file name inside the run folder (default: eval.json)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from .models.energy.experiments import add_experiment_arguments
-    add_experiment_arguments(ev.add_argument_group("experiments (hopfield, bm)"))
+    from .models.experiments import add_experiment_arguments
+    add_experiment_arguments(ev.add_argument_group("experiments (hopfield, bm, planar)"))
     from .models import registry
     added = set()
     for spec in registry().values():      # one group of options per family (vae and hvae share theirs)
@@ -188,7 +188,7 @@ def run_command(args) -> int:
         print(json.dumps(last))
         return 0
     if args.command == "eval":
-        from .models.energy.experiments import EXPERIMENTS, run_experiment
+        from .models.experiments import EXPERIMENTS, run_experiment
         from .runs import evaluate
         if args.run in EXPERIMENTS and not os.path.exists(os.path.join(args.run, "config.json")):
             from .train import write_json

@@ -24,8 +24,10 @@ __all__ = ["train", "load_run", "load_data", "fixed_binarization", "evaluate", "
 
 def load_data(cfg: dict, split: str):
     """The dataset a run's config names, for ``split`` (``train`` / ``test``)."""
-    from .data import load_dataset
+    from .data import TOY_DATASETS, load_dataset, toy_dataset
 
+    if cfg["data"] in TOY_DATASETS:
+        return toy_dataset(cfg["data"], split)
     binarize = "static" if cfg["data"] == "binarized-mnist" else cfg.get("binarize", "none")
     return load_dataset(cfg["data"], split, data_dir=cfg.get("data_dir"), download=not cfg.get("no_download"),
                         binarize=binarize)
@@ -90,7 +92,7 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
     if cfg.get("eval_every") and spec.periodic_eval is not None:
         eval_fn = spec.periodic_eval(model, test_images(cfg["eval_examples"]), cfg["eval_k"])
 
-    def sample_fn():
+    def sample_fn():            # image grids; points (2-D toys) are drawn by the family's figures
         model.eval()
         images = np.asarray(model.sample(64))
         model.train()
@@ -99,7 +101,7 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
     run_dir = os.path.join(cfg["runs_dir"], cfg["name"])
     trainer = Trainer(run_dir, model, loader, steps, optimizer=optimizer, scheduler=scheduler,
                       step_fn=step_fn, state=extra_state, config=cfg, checkpoint_every=cfg["checkpoint_every"], log_every=cfg["log_every"],
-                      sample_fn=sample_fn, sample_every=cfg["sample_every"], eval_fn=eval_fn,
+                      sample_fn=sample_fn if len(train_set.image_shape) > 1 else None, sample_every=cfg["sample_every"], eval_fn=eval_fn,
                       eval_every=cfg.get("eval_every"), clip_grad_norm=cfg.get("clip_grad_norm"),
                       time_limit=cfg.get("time_limit"), progress=progress)
     last = trainer.fit(resume=cfg["resume"])

@@ -9,7 +9,7 @@ import pytest
 
 from minigen.cli import build_parser, main
 
-SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"],
+SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "pixelrnn"], ["train", "realnvp"], ["train", "planar"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"],
                ["sample"], ["eval"], ["bench"], ["list"]]
 
 
@@ -100,11 +100,17 @@ def test_demo_writes_the_gallery(tmp_path):
     index = tmp_path / "demo" / "index.html"
     html = index.read_text()
     assert str(index) in out
-    for name in ("1-vae", "4-hvae"):
-        assert os.path.exists(tmp_path / "demo" / name / "prior_samples.png")
-    assert os.path.exists(tmp_path / "demo" / "5-rbm" / "filters.png")
-    assert os.path.exists(tmp_path / "demo" / "6-dbn" / "dbn_samples.png")
-    for column in ("test_nll_iwae1000", "test_log_prob_ais", "test_bound_ais"):
+    from minigen.demo import DEMOS
+    folders = {argv[0]: tmp_path / "demo" / f"{i + 1}-{argv[0]}" for i, (_, _, argv) in enumerate(DEMOS)}
+    for name in ("vae", "hvae"):
+        assert os.path.exists(folders[name] / "prior_samples.png")
+    assert os.path.exists(folders["rbm"] / "filters.png")
+    assert os.path.exists(folders["dbn"] / "dbn_samples.png")
+    for name in ("fvsbn", "nade", "pixelcnn", "gated_pixelcnn", "pixelrnn"):
+        assert os.path.exists(folders[name] / "ar_samples.png")
+    assert os.path.exists(folders["realnvp"] / "flow_interpolation.png")
+    assert os.path.exists(folders["planar"] / "flow_density.png")
+    for column in ("test_nll", "true_entropy", "test_nll_iwae1000", "test_log_prob_ais", "test_bound_ais"):
         assert column in html
     assert "<img" in html and "minigen train" in html
 
@@ -191,3 +197,57 @@ def test_bm_learns_bars_and_stripes_lowering_the_exact_kl(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "--schedule", "cosine", "--name", "b2"]) == 2       # its update keeps a constant lr
     assert "supports --schedule constant" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model,extra", [
+    ("fvsbn", []),
+    ("nade", ["--hidden", "16"]),
+    ("pixelcnn", ["--channels", "8", "--blocks", "1", "--first-kernel", "3", "--head-channels", "8"]),
+    ("gated_pixelcnn", ["--channels", "4", "--layers", "2", "--first-kernel", "3", "--head-channels", "8",
+                        "--conditional"]),
+    ("pixelrnn", ["--channels", "4", "--layers", "1", "--first-kernel", "3", "--head-channels", "8"]),
+])
+def test_autoregressive_models_train_sample_and_score_exactly(model, extra, tmp_path, capsys):
+    args = ["train", model, *extra, "--data", "digits", "--binarize", "dynamic", "--steps", "30",
+            "--batch-size", "32", "--runs-dir", str(tmp_path), "--name", "m", "--eval-every", "15",
+            "--eval-examples", "20", "--no-progress"]
+    assert main(args) == 0
+    run = tmp_path / "m"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("test/nll" in r for r in rows) and (run / "ar_samples.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--limit", "40", "--no-progress"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert 0 < scores["test_nll"] < 64 * np.log(2) * 1.5 and scores["test_examples"] == 40
+    assert scores["bits_per_dim"] == pytest.approx(scores["test_nll"] / (64 * np.log(2)))
+    if model == "gated_pixelcnn":        # summing the label out costs nats: -log p(x) >= -log p(x|y) - log 10 on average
+        assert scores["test_nll_label_summed_out"] > 0
+    assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
+
+
+def test_flows_fit_toy_points_and_images(tmp_path, capsys):
+    for model, extra in (("planar", ["--layers", "4"]), ("realnvp", ["--layers", "4", "--hidden", "16"])):
+        assert main(["train", model, *extra, "--data", "moons", "--steps", "60", "--runs-dir", str(tmp_path),
+                     "--name", model, "--no-progress"]) == 0
+        capsys.readouterr()
+        assert main(["eval", str(tmp_path / model), "--limit", "500", "--no-progress"]) == 0
+        scores = json.loads(capsys.readouterr().out)
+        assert scores["gap_nats"] == pytest.approx(scores["test_nll"] - scores["true_entropy"], abs=1e-6)
+        assert scores["gap_nats"] > -0.05 and (tmp_path / model / "flow_density.png").exists()
+    assert main(["train", "realnvp", "--data", "digits", "--hidden", "8", "--blocks", "1", "--steps", "20",
+                 "--batch-size", "16", "--runs-dir", str(tmp_path), "--name", "img", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "img"), "--limit", "50", "--no-progress"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert 0 < scores["bits_per_dim"] < 8
+    assert (tmp_path / "img" / "flow_interpolation.png").exists()
+    code, _, err = run_cli("train", "planar", "--data", "digits", "--steps", "1", "--runs-dir", str(tmp_path))
+    assert code == 2 and "use realnvp for images" in err
+
+
+def test_planar_potentials_experiment(tmp_path, capsys):
+    assert main(["eval", "planar", "--flow-lengths", "2", "--flow-steps", "150", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert set(result["kl"]) == {f"U{i}/K=2" for i in range(1, 5)}
+    assert all(np.isfinite(v) for v in result["kl"].values())
+    assert (tmp_path / "planar_effect.png").exists() and (tmp_path / "planar_potentials.png").exists()

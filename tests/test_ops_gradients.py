@@ -45,6 +45,8 @@ layouts = st.sampled_from(["contiguous", "strided", "transposed"])
 UNARY = {
     "neg": (lambda x: -x, -2, 2),
     "exp": (lambda x: x.exp(), -2, 2),
+    "sin": (lambda x: x.sin(), -4, 4),
+    "cos": (lambda x: x.cos(), -4, 4),
     "log": (lambda x: x.log(), 0.2, 3),
     "sqrt": (lambda x: x.sqrt(), 0.2, 3),
     "abs": (lambda x: x.abs(), 0.1, 2),

@@ -17,13 +17,13 @@ from .images import (MIRRORS, Dataset, default_cache_dir, dynamic_binarize, load
 from .images import DESCRIPTIONS as _IMAGE_DESCRIPTIONS
 from .loader import DataError, DataLoader
 from .toy import (TOY_DATASETS, Checkerboard, GaussianMixture2D, Grid25, Moons, NoisyCurve,
-                  Ring8, Swissroll, ToyDensity, get_toy, load_toy)
+                  Ring8, Swissroll, ToyDensity, get_toy, load_toy, toy_dataset)
 
 __all__ = [
     "DataError", "DataLoader", "Dataset", "load_dataset", "dynamic_binarize", "list_datasets",
     "MIRRORS", "default_cache_dir", "mirror_url", "parse_idx", "parse_amat",
     "TOY_DATASETS", "ToyDensity", "GaussianMixture2D", "NoisyCurve", "Ring8", "Grid25",
-    "Moons", "Swissroll", "Checkerboard", "get_toy", "load_toy",
+    "Moons", "Swissroll", "Checkerboard", "get_toy", "load_toy", "toy_dataset",
 ]
 
 

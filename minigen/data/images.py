@@ -103,7 +103,8 @@ DOWNLOAD_TIMEOUT = 60.0  # seconds without data before a download gives up
 
 @dataclass(eq=False)  # arrays have no single truth value: compare fields by hand
 class Dataset:
-    """Images (N, C, H, W) float32 in [0, 1] with optional int64 labels.
+    """Images (N, C, H, W) float32 in [0, 1] with optional int64 labels — or, for the 2-D toy
+    densities, points (N, D) (see :func:`minigen.data.toy_dataset`).
 
     ``binarize``: "none" (grey levels), "static" (fixed 0/1 images),
     "threshold" (0/1 images from grey > 0.5) or "dynamic" (grey images; every
@@ -117,8 +118,8 @@ class Dataset:
     binarize: str = "none"
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.images.dtype != np.float32:
-            raise DataError(f"Dataset {self.name!r}: images must be float32 (N, C, H, W), "
+        if self.images.ndim not in (2, 4) or self.images.dtype != np.float32:
+            raise DataError(f"Dataset {self.name!r}: images must be float32 (N, C, H, W) (or points (N, D)), "
                             f"got {self.images.dtype} {self.images.shape}")
         if self.labels is not None and self.labels.shape != (len(self.images),):
             raise DataError(f"Dataset {self.name!r}: labels must have shape ({len(self.images)},), "

@@ -218,3 +218,17 @@ def get_toy(name: str) -> ToyDensity:
 def load_toy(name: str, n: int, seed: int = 0) -> np.ndarray:
     """``n`` samples (float32, shape (n, 2)) of the toy density ``name``, seeded."""
     return get_toy(name).sample(n, np.random.default_rng(seed))
+
+
+TOY_SPLITS = {"train": (50000, 0), "test": (10000, 1)}   # split -> (points, seed): disjoint draws
+
+
+def toy_dataset(name: str, split: str = "train"):
+    """A toy density's fixed sample as a :class:`~minigen.data.Dataset` of points (N, 2), so that
+    ``minigen train`` can fit density models to it: 50,000 training and 10,000 test points."""
+    from .images import Dataset
+    if split not in TOY_SPLITS:
+        raise DataError(f"{name}: unknown split {split!r}; expected one of {sorted(TOY_SPLITS)}")
+    n, seed = TOY_SPLITS[split]
+    return Dataset(name, load_toy(name, n, seed=seed), None, None)
+

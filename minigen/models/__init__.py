@@ -36,6 +36,7 @@ class ModelSpec:
 
 def _specs():
     from . import autoregressive as ar
+    from . import flows
     from . import vae
     from .energy import recipes as energy
     exact = dict(default_data="binarized-mnist", evaluate=ar.evaluate_autoregressive,
@@ -52,6 +53,18 @@ def _specs():
         ModelSpec("gated_pixelcnn", "Gated PixelCNN (Eq. AR-5): vertical + horizontal stacks, tanh*sigmoid gates, "
                   "no blind spot; --conditional for class labels", ar.add_gated_pixelcnn_arguments,
                   ar.build_gated_pixelcnn, **exact, defaults={"lr": 1e-3, "batch_size": 64}),
+        ModelSpec("pixelrnn", "PixelRNN with Row LSTM layers (Eq. AR-3): masked input-to-state and row-to-row "
+                  "state convolutions", ar.add_pixelrnn_arguments, ar.build_pixelrnn, **exact,
+                  defaults={"lr": 1e-3, "batch_size": 64}),
+        ModelSpec("realnvp", "RealNVP (Eq. FLOW-1/2): affine couplings; multi-scale with squeeze, checkerboard "
+                  "and channel masks and actnorm for images, a coupling stack for 2-D points",
+                  flows.add_realnvp_arguments, flows.build_realnvp, default_data="mnist",
+                  evaluate=flows.evaluate_flow, figures=flows.flow_figures, periodic_eval=flows.periodic_flow_nll,
+                  defaults={"lr": 1e-3, "batch_size": 64}),
+        ModelSpec("planar", "planar flows (Eq. FLOW-4) f(z) = z + u tanh(w.z + b), w.u >= -1, fitted to 2-D "
+                  "points by maximum likelihood", flows.add_planar_arguments, flows.build_planar,
+                  default_data="moons", evaluate=flows.evaluate_flow, figures=flows.flow_figures,
+                  periodic_eval=flows.periodic_flow_nll, defaults={"lr": 1e-2, "batch_size": 256}),
         ModelSpec("vae", "variational autoencoder (Eq. VAE-1..6): MLP or conv, Bernoulli/Gaussian decoder, "
                   "IWAE training with --k", vae.add_vae_arguments, vae.build_vae,
                   add_eval_arguments=vae.add_vae_eval_arguments, evaluate=vae.evaluate_vae,

@@ -248,9 +248,11 @@ class AutoregressiveModel(nn.Module):
         ``incremental=True`` (and a network that sets ``reach``) each step only
         recomputes the rows that can influence the current row — same
         uniforms, same parameters up to rounding, same samples, several times
-        faster. ``labels`` (n,) picks the class of a class-conditional model.
+        faster. ``labels`` (n,) picks the class of a class-conditional model (default: 0, 1, 2, …).
         """
         c, h, w = self.image_shape
+        if labels is None and self.num_classes:
+            labels = np.arange(n) % self.num_classes       # a class-conditional model cycles through its classes
         labels = self._check_labels(labels, n)
         dtype = next(iter(self.parameters())).dtype
         u = ops.rand(n, c, h, w, 2, dtype=dtype).numpy()       # every uniform, drawn up front
@@ -409,6 +411,16 @@ def build_gated_pixelcnn(cfg: dict, image_shape):
                          num_classes=10 if cfg["conditional"] else 0)
 
 
+def add_pixelrnn_arguments(parser) -> None:
+    add_pixel_network_arguments(parser, 32, "layers", 2, "Row LSTM layers")
+
+
+def build_pixelrnn(cfg: dict, image_shape):
+    from .pixelrnn import PixelRNN
+    return PixelRNN(image_shape, cfg["channels"], cfg["layers"], cfg["kernel"], cfg["first_kernel"],
+                    cfg["head_channels"], _likelihood_for(cfg), cfg["components"])
+
+
 def _batched_log_prob(model, images, labels=None, size=500, progress=False) -> np.ndarray:
     starts = range(0, len(images), size)
     if progress:
@@ -420,22 +432,36 @@ def _batched_log_prob(model, images, labels=None, size=500, progress=False) -> n
 
 
 def evaluate_autoregressive(model, train, test, args, progress: bool = True) -> dict:
-    """Exact test NLL (Eq. AR-1) in nats per image, its standard error, and bits/dim."""
+    """Exact test NLL (Eq. AR-1) in nats per image, its standard error, and bits/dim. A class-conditional
+    model is scored given the true labels (-log p(x|y)) and with the label summed out (-log p(x))."""
     from ..metrics import bits_per_dim, summarize
+    if model.num_classes and test.labels is None:
+        raise ValueError(f"a class-conditional model needs test labels; dataset {test.name!r} has none")
     labels = test.labels if model.num_classes else None
     nll = summarize(-_batched_log_prob(model, test.images, labels, progress=progress))
-    return {"test_nll": nll["mean"], "test_nll_sem": nll["sem"], "test_examples": nll["n"],
-            "bits_per_dim": bits_per_dim(nll["mean"], math.prod(test.images.shape[1:]))}
+    out = {"test_nll": nll["mean"], "test_nll_sem": nll["sem"], "test_examples": nll["n"],
+           "bits_per_dim": bits_per_dim(nll["mean"], math.prod(test.images.shape[1:]))}
+    if model.num_classes:
+        out["test_nll_label_summed_out"] = float(-marginal_log_prob(model, test.images).mean())
+    return out
+
+
+def marginal_log_prob(model, images: np.ndarray) -> np.ndarray:
+    r"""log p(x) of a class-conditional model with the label summed out under a uniform prior:
+    :math:`\log \frac1K\sum_y p(x\mid y)`."""
+    per_class = np.stack([_batched_log_prob(model, images, np.full(len(images), y)) for y in range(model.num_classes)])
+    top = per_class.max(axis=0)
+    return top + np.log(np.exp(per_class - top).mean(axis=0))
 
 
 def periodic_nll(model, test_images: np.ndarray, k: int = 0):
-    """A curve point during training: the exact NLL of a fixed test subset (``k`` is unused: nothing is sampled)."""
+    """A curve point during training: the exact NLL of a fixed test subset (``k`` is unused: nothing is
+    sampled). A class-conditional model is scored with its label summed out."""
     def evaluate():
         model.eval()
-        value = float(-_batched_log_prob(model, test_images, None if not model.num_classes else
-                                         np.arange(len(test_images)) % model.num_classes).mean())
+        log_p = marginal_log_prob(model, test_images) if model.num_classes else _batched_log_prob(model, test_images)
         model.train()
-        return {"test/nll": value}
+        return {"test/nll": float(-log_p.mean())}
     return evaluate
 
 

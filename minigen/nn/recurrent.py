@@ -22,17 +22,24 @@ from .linear import _check_input
 from .module import Module, _new_parameter
 
 
+def lstm_update(gates, c, dim: int = -1):
+    """The cell update from all four gate pre-activations, stacked ``i, f, g, o`` along ``dim``.
+
+    Returns ``(h', c')``. Shared by :func:`lstm_step` (gates along the last dim)
+    and PixelRNN's Row LSTM (gates along the channels of a feature map).
+    """
+    i, f, g, o = gates.chunk(4, dim=dim)
+    c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+    return ops.sigmoid(o) * ops.tanh(c), c
+
+
 def lstm_step(x_gates, h, c, weight_hh, bias_hh=None):
     """One LSTM update from the input's gate pre-activations ``x W_ih^T + b_ih``.
 
     Returns ``(h', c')``. :class:`LSTM` computes ``x_gates`` for all time steps in
     one matrix product and calls this in the loop.
     """
-    gates = x_gates + ops.linear(h, weight_hh, bias_hh)
-    i, f, g, o = gates.chunk(4, dim=-1)
-    c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
-    h = ops.sigmoid(o) * ops.tanh(c)
-    return h, c
+    return lstm_update(x_gates + ops.linear(h, weight_hh, bias_hh), c)
 
 
 def _check_state(name, arg, t, shape):

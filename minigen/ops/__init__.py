@@ -13,9 +13,9 @@ from .creation import (arange, as_tensor, bernoulli, categorical, empty, empty_l
                        from_numpy, full, full_like, linspace, multinomial, normal, ones,
                        ones_like, rand, rand_like, randint, randint_like, randn, randn_like,
                        randperm, tensor, zeros, zeros_like)
-from .elementwise import (abs, add, allclose, cast, clamp, clip, clone, compare, div, eq,
+from .elementwise import (abs, add, allclose, cast, clamp, clip, clone, compare, cos, div, eq,
                           exp, isfinite, isinf, isnan, log, logical_not, maximum, minimum, mul,
-                          neg, pow, reciprocal, rsqrt, sign, sqrt, square, sub, to_device,
+                          neg, pow, reciprocal, rsqrt, sign, sin, sqrt, square, sub, to_device,
                           where)
 from .linalg import bmm, einsum, linear, matmul, outer
 from .losses import (bernoulli_log_likelihood, binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
@@ -32,7 +32,7 @@ from .shape import (broadcast_to, cat, chunk, concatenate, expand, expand_as, fl
 #: Ops available as ``tensor.name(...)``.
 TENSOR_METHODS = {
     "abs": abs, "add": add, "sub": sub, "mul": mul, "div": div, "pow": pow,
-    "neg": neg, "exp": exp, "log": log, "sqrt": sqrt, "rsqrt": rsqrt, "square": square,
+    "neg": neg, "exp": exp, "log": log, "sin": sin, "cos": cos, "sqrt": sqrt, "rsqrt": rsqrt, "square": square,
     "reciprocal": reciprocal, "clamp": clamp, "clip": clip, "sign": sign,
     "maximum": maximum, "minimum": minimum, "isnan": isnan, "isinf": isinf,
     "isfinite": isfinite, "masked_fill": masked_fill, "eq": eq,

@@ -192,6 +192,30 @@ class Log(Function):
         return g / ctx.inputs[0]
 
 
+class Sin(Function):
+    """d sin x / dx = cos x."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return backend.array_module(a).sin(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * cos(ctx.inputs[0])
+
+
+class Cos(Function):
+    """d cos x / dx = -sin x."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return backend.array_module(a).cos(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g * sin(ctx.inputs[0])
+
+
 class Sqrt(Function):
     """d sqrt(x)/dx = 1 / (2 sqrt(x))."""
 
@@ -331,6 +355,14 @@ def exp(x):
 
 def log(x):
     return Log.apply(x)
+
+
+def sin(x):
+    return Sin.apply(x)
+
+
+def cos(x):
+    return Cos.apply(x)
 
 
 def sqrt(x):

@@ -14,19 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minigen as mg
+from model_helpers import randomize
 from minigen.gradcheck import gradcheck
 from minigen.models.autoregressive import (FVSBN, NADE, BernoulliPixels, CategoricalPixels,
                                            DiscretizedLogisticMixture, LEVELS)
 from minigen.models.pixelcnn import GatedPixelCNN, MaskedConv2d, PixelCNN, causal_mask
-
-
-def randomize(model, seed=0, scale=1.0):
-    """Random float64 weights: a model far from its (zeros) initialisation."""
-    rng = np.random.default_rng(seed)
-    model = model.double()
-    for p in model.parameters():
-        p.data[...] = rng.normal(scale=scale, size=p.shape)
-    return model
 
 
 def small_models(shape=(1, 2, 5)):

@@ -1,9 +1,5 @@
-"""The energy section's slide experiments as commands: ``minigen eval hopfield`` and ``minigen eval bm``.
-
-These models are not trained runs but small exact experiments, so ``eval``
-takes their name in place of a run folder. Each prints its numbers, writes
-them as JSON and draws its figure in ``--out`` (default ``runs/<name>``).
-"""
+"""The energy section's slide experiments: ``minigen eval hopfield`` and ``minigen eval bm``
+(dispatched by :mod:`minigen.models.experiments`)."""
 from __future__ import annotations
 
 import os
@@ -13,21 +9,17 @@ import numpy as np
 from ...checks import parse_sizes
 from . import boltzmann, hopfield
 
-EXPERIMENTS = ("hopfield", "bm")
-
-
 def add_experiment_arguments(parser) -> None:
     parser.add_argument("--capacity", action="store_true",
                         help="hopfield: measure the critical load at N = --sizes (theory: 0.138 N)")
     parser.add_argument("--sizes", default="100,200,500,1000", help="hopfield --capacity: network sizes")
-    parser.add_argument("--out", help="hopfield / bm: folder for the JSON and figures (default: runs/<name>)")
 
 
-def run_experiment(name: str, args) -> dict:
-    out = args.out or os.path.join("runs", name)
-    os.makedirs(out, exist_ok=True)
-    if name == "hopfield":
-        return hopfield_capacity(args, out) if args.capacity else hopfield_slide_example(out)
+def hopfield_experiment(args, out: str) -> dict:
+    return hopfield_capacity(args, out) if args.capacity else hopfield_slide_example(out)
+
+
+def bm_experiment(args, out: str) -> dict:
     return boltzmann_slide_example(out, seed=args.seed)
 
 
