@@ -38,6 +38,12 @@ TARGETS = {"c2": 2.0, "c3": 2.0, "pcnn": 2.0, "convT": 2.0, "attn-T196": 2.0, "a
 #: The RBM case: one CD-1 epoch, (examples, visible, hidden, batch); target minigen / scikit-learn.
 RBM_CASE = ("rbm", 10000, 784, 500, 100)
 RBM_TARGET = 1 / 1.5
+#: Sampling cases (Eq. AR-4): (name, model, kwargs, image shape, samples); target naive / incremental.
+SAMPLING_CASES = [
+    ("pixelcnn-28", "PixelCNN", {"channels": 64, "blocks": 7}, (1, 28, 28), 16),
+    ("gated-28", "GatedPixelCNN", {"channels": 32, "layers": 8}, (1, 28, 28), 16),
+]
+SAMPLING_TARGET = 3.0
 
 
 def median_time(fn, repeat: int, warmup: int = 2, settle: float = 1.0) -> float:
@@ -258,6 +264,28 @@ def run_rbm_case(repeat=3, rounds=3, settle=1.0, case=RBM_CASE, log=print) -> di
     return row
 
 
+def run_sampling_case(case, log=print) -> dict:
+    """Draw the same images with the naive loop (one full forward pass per pixel) and the row-window
+    sampler, from the same seed: wall times, the speed-up, and whether the images are identical."""
+    from . import random as mg_random
+    from .models import pixelcnn
+    name, model_name, kwargs, shape, n = case
+    mg_random.manual_seed(0)
+    model = getattr(pixelcnn, model_name)(shape, **kwargs)
+    times, images = {}, {}
+    for mode in ("naive", "incremental"):
+        mg_random.manual_seed(1)
+        start = time.perf_counter()
+        images[mode] = model.sample(n, incremental=mode == "incremental")
+        times[mode] = time.perf_counter() - start
+    row = {"case": name, "naive_s": times["naive"], "incremental_s": times["incremental"],
+           "speedup": times["naive"] / times["incremental"], "target_speedup": SAMPLING_TARGET,
+           "identical": bool(np.array_equal(images["naive"], images["incremental"])), "samples": n}
+    log(f"{name:<12} {row['naive_s']:>9.1f} {row['incremental_s']:>9.1f} {row['speedup']:>7.1f}x "
+        f"{SAMPLING_TARGET:>6.1f}x  {'yes' if row['identical'] else 'NO'}")
+    return row
+
+
 def run_bench(args) -> int:
     suites = {"conv": CONV_CASES, "attention": ATTENTION_CASES,
               "kernels": CONV_CASES + ATTENTION_CASES}
@@ -267,7 +295,13 @@ def run_bench(args) -> int:
     for key, value in info.items():
         print(f"  {key}: {value}")
     rows = []
-    if args.suite != "rbm":
+    if args.suite == "sampling":
+        print(f"\nsequential sampling (Eq. AR-4) at 28x28: naive loop vs row-window sampler, same seed")
+        print(f"{'case':<12} {'naive s':>9} {'window s':>9} {'speedup':>8} {'target':>7}  identical")
+        rows += [run_sampling_case(case) for case in SAMPLING_CASES]
+        missed = [r["case"] for r in rows if r["speedup"] < r["target_speedup"] or not r["identical"]]
+        print("targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    elif args.suite != "rbm":
         print(format_header())
         rows += run_cases(suites[args.suite if args.suite != "all" else "kernels"], args.repeat, args.device,
                           not args.no_reference, args.rounds)

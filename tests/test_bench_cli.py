@@ -28,3 +28,14 @@ def test_cli_bench_writes_json(tmp_path, monkeypatch, capsys):
     assert report["rows"][0]["case"] == "tiny-attn"
     assert "numba_threads" in report["header"]
     assert "minigen ms" in capsys.readouterr().out
+
+
+def test_sampling_suite_compares_the_two_samplers(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "SAMPLING_CASES", [("tiny", "PixelCNN", {"channels": 4, "blocks": 3,
+                                                                          "first_kernel_size": 3,
+                                                                          "head_channels": 4}, (1, 10, 6), 3)])
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--suite", "sampling", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["case"] == "tiny" and row["identical"] and row["naive_s"] > 0 and row["incremental_s"] > 0
+    assert "identical" in capsys.readouterr().out
