@@ -36,7 +36,7 @@ class ModelSpec:
 
 def _specs():
     from . import autoregressive as ar
-    from . import flows
+    from .flows import recipes as flows
     from . import vae
     from .energy import recipes as energy
     exact = dict(default_data="binarized-mnist", evaluate=ar.evaluate_autoregressive,

@@ -1,0 +1,107 @@
+"""Command-line recipes of the flows: `minigen train realnvp` fits images (the multi-scale RealNVP) or
+2-D toy points (a coupling stack); `minigen train planar` fits 2-D points. Both are scored by exact NLL."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...autograd import no_grad
+from .models import FlowDensity, RealNVP
+
+
+def add_realnvp_arguments(parser) -> None:
+    parser.add_argument("--scales", type=int, default=2, help="images: multi-scale levels (default: 2)")
+    parser.add_argument("--hidden", type=int, default=64, help="width of the s/t networks (default: 64)")
+    parser.add_argument("--blocks", type=int, default=4, help="images: residual blocks per s/t network (default: 4)")
+    parser.add_argument("--layers", type=int, default=8, help="2-D data: coupling layers (default: 8)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="images: logit transform's alpha (default: 0.05)")
+
+
+def build_realnvp(cfg: dict, image_shape):
+    if len(image_shape) == 1:
+        return FlowDensity(image_shape[0], "realnvp", cfg["layers"], cfg["hidden"])
+    return RealNVP(image_shape, cfg["scales"], cfg["hidden"], cfg["blocks"], cfg["alpha"])
+
+
+def add_planar_arguments(parser) -> None:
+    parser.add_argument("--layers", type=int, default=16, help="planar flows K (default: 16)")
+
+
+def build_planar(cfg: dict, image_shape):
+    if len(image_shape) != 1:
+        raise ValueError(f"planar flows model points (--data ring8, moons, ...), not images of shape "
+                         f"{tuple(image_shape)}; use realnvp for images")
+    return FlowDensity(image_shape[0], "planar", cfg["layers"])
+
+
+def _batched_nll(model, data: np.ndarray, size: int = 500) -> np.ndarray:
+    with no_grad():
+        return np.concatenate([-model.log_prob(data[i:i + size]).numpy() for i in range(0, len(data), size)])
+
+
+def evaluate_flow(model, train, test, args, progress: bool = True) -> dict:
+    """Exact test NLL (Eq. FLOW-1). Images: dequantized NLL and bits/dim. 2-D toys: also the true
+    density's NLL on the same points (an estimate of its entropy) and the gap, KL(p‖q) ≥ 0."""
+    from ...data import TOY_DATASETS, get_toy
+    from ...metrics import bits_per_dim, summarize
+    nll = _batched_nll(model, test.images)
+    stats = summarize(nll)
+    out = {"test_nll": stats["mean"], "test_nll_sem": stats["sem"], "test_examples": stats["n"]}
+    if test.images.ndim == 4:
+        out["bits_per_dim"] = bits_per_dim(stats["mean"], math.prod(test.images.shape[1:]))
+    elif test.name in TOY_DATASETS:
+        true_nll = -get_toy(test.name).log_prob(test.images)
+        gap = summarize(nll - true_nll)
+        out.update(true_entropy=float(true_nll.mean()), true_entropy_sem=summarize(true_nll)["sem"],
+                   gap_nats=gap["mean"], gap_sem=gap["sem"])
+    return out
+
+
+def periodic_flow_nll(model, test_images: np.ndarray, k: int = 0):
+    """A curve point during training: the NLL of a fixed test subset (``k`` unused)."""
+    def evaluate():
+        model.eval()
+        value = float(_batched_nll(model, test_images).mean())
+        model.train()
+        return {"test/nll": value}
+    return evaluate
+
+
+def flow_figures(model, run_dir: str, images: np.ndarray) -> list:
+    """Images: samples and latent interpolations. 2-D: the learned density beside samples."""
+    import os
+
+    from ...viz import save_image_grid
+    if images.ndim == 4:
+        samples = model.sample(64)
+        figures = [("samples, decoded from N(0, I) latents", save_image_grid(samples, os.path.join(run_dir, "flow_samples.png"), nrow=8))]
+        frames = model.interpolate(images[:4], images[4:8], steps=8)
+        figures.append(("latent interpolations between test images (one row each)",
+                        save_image_grid(frames.reshape(-1, *frames.shape[2:]),
+                                        os.path.join(run_dir, "flow_interpolation.png"), nrow=8)))
+        return figures
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    lo, hi = np.percentile(images, 0.5, axis=0), np.percentile(images, 99.5, axis=0)
+    pad = 0.1 * (hi - lo)
+    gx, gy = np.linspace(lo[0] - pad[0], hi[0] + pad[0], 200), np.linspace(lo[1] - pad[1], hi[1] + pad[1], 200)
+    xx, yy = np.meshgrid(gx, gy)
+    with no_grad():
+        density = np.exp(model.log_prob(np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32)).numpy())
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    extent = (gx[0], gx[-1], gy[0], gy[-1])
+    axes[0].imshow(density.reshape(xx.shape), origin="lower", extent=extent, cmap="viridis", aspect="auto")
+    axes[0].set_title("model density p(x) (Eq. FLOW-1)")
+    samples = model.sample(2000)
+    axes[1].scatter(images[:2000, 0], images[:2000, 1], s=2, alpha=0.3, label="data")
+    axes[1].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.3, label="samples")
+    axes[1].set_xlim(extent[:2])
+    axes[1].set_ylim(extent[2:])
+    axes[1].legend(markerscale=5)
+    axes[1].set_title("data and samples")
+    path = os.path.join(run_dir, "flow_density.png")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return [("the learned density and its samples", path)]
