@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import math
 import os
@@ -154,10 +155,14 @@ def evaluate(run_dir: str, args, progress: bool = True) -> dict:
 
 def sample(run_dir: str, n: int, out: str | None, seed: int) -> str:
     """Draw ``n`` samples from a run's model into a PNG grid; returns its path."""
-    from .viz import save_image_grid
+    from .viz import save_image_grid, scatter_2d
 
     _, cfg, model = load_run(run_dir)
     mg_random.manual_seed(seed)
     path = out or os.path.join(run_dir, f"samples_n{n}_seed{seed}.png")
-    images = np.asarray(model.sample(n)).reshape(n, *cfg["image_shape"])
+    if len(cfg["image_shape"]) == 1:                       # points of a 2-D toy density
+        return scatter_2d(np.asarray(model.sample(n)), path, title=f"{n} samples of {cfg['name']}")
+    # Autoregressive models sample pixel by pixel (minutes at 28x28): they take a progress bar.
+    slow = "progress" in inspect.signature(model.sample).parameters
+    images = np.asarray(model.sample(n, progress=True) if slow else model.sample(n)).reshape(n, *cfg["image_shape"])
     return save_image_grid(images, path, nrow=int(math.ceil(math.sqrt(n))))

@@ -234,6 +234,9 @@ def test_flows_fit_toy_points_and_images(tmp_path, capsys):
         scores = json.loads(capsys.readouterr().out)
         assert scores["gap_nats"] == pytest.approx(scores["test_nll"] - scores["true_entropy"], abs=1e-6)
         assert scores["gap_nats"] > -0.05 and (tmp_path / model / "flow_density.png").exists()
+        assert (tmp_path / model / "flow_samples_2d.png").exists()
+        assert main(["sample", str(tmp_path / model), "-n", "100", "--out", str(tmp_path / "pts.png")]) == 0
+        assert (tmp_path / "pts.png").stat().st_size > 0
     assert main(["train", "realnvp", "--data", "digits", "--hidden", "8", "--blocks", "1", "--steps", "20",
                  "--batch-size", "16", "--runs-dir", str(tmp_path), "--name", "img", "--no-progress"]) == 0
     capsys.readouterr()

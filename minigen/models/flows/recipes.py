@@ -81,27 +81,15 @@ def flow_figures(model, run_dir: str, images: np.ndarray) -> list:
                         save_image_grid(frames.reshape(-1, *frames.shape[2:]),
                                         os.path.join(run_dir, "flow_interpolation.png"), nrow=8)))
         return figures
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    lo, hi = np.percentile(images, 0.5, axis=0), np.percentile(images, 99.5, axis=0)
-    pad = 0.1 * (hi - lo)
-    gx, gy = np.linspace(lo[0] - pad[0], hi[0] + pad[0], 200), np.linspace(lo[1] - pad[1], hi[1] + pad[1], 200)
-    xx, yy = np.meshgrid(gx, gy)
-    with no_grad():
-        density = np.exp(model.log_prob(np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32)).numpy())
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
-    extent = (gx[0], gx[-1], gy[0], gy[-1])
-    axes[0].imshow(density.reshape(xx.shape), origin="lower", extent=extent, cmap="viridis", aspect="auto")
-    axes[0].set_title("model density p(x) (Eq. FLOW-1)")
-    samples = model.sample(2000)
-    axes[1].scatter(images[:2000, 0], images[:2000, 1], s=2, alpha=0.3, label="data")
-    axes[1].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.3, label="samples")
-    axes[1].set_xlim(extent[:2])
-    axes[1].set_ylim(extent[2:])
-    axes[1].legend(markerscale=5)
-    axes[1].set_title("data and samples")
-    path = os.path.join(run_dir, "flow_density.png")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return [("the learned density and its samples", path)]
+    from ...viz import density_2d, scatter_2d
+    lo, hi = np.percentile(images, 0.5), np.percentile(images, 99.5)      # one square box around the data
+    lim = (lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
+
+    def log_prob(points):
+        with no_grad():
+            return model.log_prob(points).numpy()
+    density = density_2d(log_prob, os.path.join(run_dir, "flow_density.png"), lim=lim,
+                         title="model density p(x) (Eq. FLOW-1)")
+    samples = scatter_2d(model.sample(2000), os.path.join(run_dir, "flow_samples_2d.png"), lim=lim,
+                         title="2000 samples: f⁻¹(z), z ~ N(0, I)")
+    return [("the learned density", density), ("samples from the flow", samples)]
