@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import nn, ops
 from ..autograd import Tensor, no_grad
+from ..checks import check_int
 from ..distributions import sum_except_batch
 
 __all__ = ["BernoulliPixels", "CategoricalPixels", "DiscretizedLogisticMixture", "pixel_likelihood",
@@ -207,9 +208,10 @@ class AutoregressiveModel(nn.Module):
             raise ValueError(f"{type(self).__name__}: a class-conditional model needs labels "
                              f"(integers in [0, {self.num_classes}))")
         labels = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels).astype(np.int64).reshape(-1)
-        if labels.shape != (n,) or labels.min() < 0 or labels.max() >= self.num_classes:
+        if labels.shape != (n,) or (n and (labels.min() < 0 or labels.max() >= self.num_classes)):
+            span = f", range [{labels.min()}, {labels.max()}]" if labels.size else ""
             raise ValueError(f"{type(self).__name__}: labels must be {n} integers in [0, {self.num_classes}), "
-                             f"got shape {labels.shape}, range [{labels.min()}, {labels.max()}]")
+                             f"got shape {labels.shape}{span}")
         return labels
 
     def _device(self) -> str:
@@ -250,6 +252,7 @@ class AutoregressiveModel(nn.Module):
         uniforms, same parameters up to rounding, same samples, several times
         faster. ``labels`` (n,) picks the class of a class-conditional model (default: 0, 1, 2, …).
         """
+        n = check_int(f"{type(self).__name__}.sample: n", n, minimum=0)
         c, h, w = self.image_shape
         if labels is None and self.num_classes:
             labels = np.arange(n) % self.num_classes       # a class-conditional model cycles through its classes

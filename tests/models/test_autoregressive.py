@@ -352,6 +352,9 @@ def test_wrong_image_shape_is_named():
         PixelCNN((3, 8, 8), channels=8)
     with pytest.raises(ValueError, match="mask_type must be 'A', 'B' or None"):
         MaskedConv2d(1, 1, 3, "C")
+    with pytest.raises(ValueError, match=r"PixelCNN.sample: n: expected an integer >= 0, got -2"):
+        model.sample(-2)
+    assert model.sample(0).shape == (0, 1, 8, 8)
 
 
 @pytest.mark.parametrize("name", ["nade", "pixelcnn", "gated"])

@@ -237,5 +237,7 @@ def test_realnvp_bits_per_dim_and_samples():
     # the ends of the interpolation decode the (centred) images themselves
     np.testing.assert_allclose(frames[:, 0], x[:2] * 255 / 256 + 0.5 / 256, atol=1e-4)
     np.testing.assert_allclose(frames[:, -1], x[2:4] * 255 / 256 + 0.5 / 256, atol=1e-4)
+    with pytest.raises(ValueError, match=r"RealNVP.sample: n: expected an integer >= 0, got 2.5"):
+        model.sample(2.5)
     with pytest.raises(ValueError, match=r"expected images of shape \(B, 1, 4, 4\)"):
         model.log_prob(np.zeros((2, 1, 5, 4), np.float32))

@@ -8,6 +8,7 @@ import numpy as np
 
 from ... import nn, ops
 from ...autograd import Tensor, no_grad
+from ...checks import check_int
 from .layers import (ActNorm, AffineCoupling, FlowSequence, LogitTransform, PlanarFlow, Squeeze,
                      channel_mask, checkerboard_mask, standard_normal_log_prob)
 
@@ -54,6 +55,8 @@ class FlowDensity(nn.Module):
         return nll, {"loss": float(nll.item()), "nll": float(nll.item())}
 
     def sample(self, n: int) -> np.ndarray:
+        """``n`` points :math:`f^{-1}(z)`, :math:`z\\sim\\mathcal N(0, I)`."""
+        n = check_int("FlowDensity.sample: n", n, minimum=0)
         weight = next(iter(self.parameters()))
         with no_grad():
             return self.flow.inverse(ops.randn(n, self.dim, dtype=weight.dtype, device=weight.device)).numpy()
@@ -187,6 +190,7 @@ class RealNVP(nn.Module):
 
     def sample(self, n: int, temperature: float = 1.0) -> np.ndarray:
         """Images from latents drawn from N(0, T² I), decoded and clipped to [0, 1]."""
+        n = check_int("RealNVP.sample: n", n, minimum=0)
         weight = next(iter(self.parameters()))
         with no_grad():
             latents = [temperature * ops.randn(n, *shape, dtype=weight.dtype, device=weight.device)
