@@ -255,8 +255,11 @@ def test_dataset_loader_resamples_dynamic_binarization():
 
 
 def test_dataset_validation():
-    with raises(DataError, "images must be float32 (N, C, H, W), got float64 (2, 3)"):
+    with raises(DataError, "images must be float32 (N, C, H, W) (or points (N, D)), got float64 (2, 3)"):
         Dataset("x", np.zeros((2, 3)), None, None)
+    with raises(DataError, "images must be float32 (N, C, H, W) (or points (N, D)), got float32 (2, 3, 4)"):
+        Dataset("x", np.zeros((2, 3, 4), np.float32), None, None)
+    assert Dataset("moons", np.zeros((5, 2), np.float32), None, None).image_shape == (2,)
     with raises(DataError, "labels must have shape (2,), got (3,)"):
         Dataset("x", np.zeros((2, 1, 2, 2), np.float32), np.zeros(3, np.int64), 3)
 

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from minigen.data import TOY_DATASETS, DataError, Grid25, Ring8, get_toy, load_toy
+from minigen.data import TOY_DATASETS, DataError, Grid25, Ring8, get_toy, load_toy, toy_dataset
 
 NAMES = sorted(TOY_DATASETS)
 # grid step for the numerical integrals: half the smallest length scale of each density
@@ -100,3 +100,13 @@ def test_errors():
         Ring8().log_prob(np.zeros(3))
     with raises(DataError, "std must be > 0, got 0"):
         Ring8(std=0)
+
+
+def test_toy_datasets_for_training_are_fixed_disjoint_draws():
+    train, test = toy_dataset("moons", "train"), toy_dataset("moons", "test")
+    assert (len(train), len(test)) == (50000, 10000) and train.image_shape == (2,)
+    assert train.labels is None and train.images.dtype == np.float32
+    np.testing.assert_array_equal(test.images, toy_dataset("moons", "test").images)
+    assert not np.any(np.isin(test.images[:, 0], train.images[:, 0]))     # different seeds: no shared points
+    with raises(DataError, "moons: unknown split 'valid'"):
+        toy_dataset("moons", "valid")
