@@ -322,3 +322,39 @@ def momentum_ascent_step(param, velocity, grad, lr, momentum, weight_decay):
     velocity *= momentum
     velocity += lr * (grad - weight_decay * param)
     param += velocity
+
+
+# --------------------------------------------------------------------------- NADE (Eq. AR-1)
+#
+# NADE (Larochelle & Murray, 2011) on D binary pixels with H hidden units, weights
+# W, V of shape (D, H) (row i is the column W_{:,i} of the paper), biases c (H,), b (D,):
+#
+#     a_i = c + Σ_{j<i} x_j W_j,   h_i = σ(a_i),   ℓ_i = b_i + V_i · h_i,
+#
+# so the pre-activations are one running sum over the pixels (O(HD) per image).
+# The data x is never differentiated: the kernels return no gradient for it.
+
+
+def nade_forward(x, W, c, V, b):
+    """The logits ℓ (B, D) of every conditional p(x_i = 1 | x_<i) = σ(ℓ_i), for x (B, D)."""
+    contrib = x[:, :, None] * W[None]                       # (B, D, H): x_j W_j
+    a = c + np.cumsum(contrib, axis=1) - contrib            # exclusive running sum: Σ_{j<i}
+    return ((sigmoid(a) * V).sum(axis=2) + b).astype(x.dtype, copy=False)
+
+
+def nade_backward(x, W, c, V, g):
+    """Gradients ``(dW, dc, dV, db)`` of Σ_{n,i} g_{ni} ℓ_{ni}, for the upstream gradient g (B, D).
+
+    With h = σ(a) and the local gradient δ_i = g_i V_i ⊙ h_i(1 − h_i) of a_i:
+    db_i = Σ_n g_i, dV_i = Σ_n g_i h_i, dc = Σ_{n,i} δ_i, and since W_j enters every
+    a_i with i > j, dW_j = Σ_n x_j Σ_{i>j} δ_i (a reversed, exclusive running sum).
+    """
+    contrib = x[:, :, None] * W[None]
+    h = sigmoid(c + np.cumsum(contrib, axis=1) - contrib)
+    delta = g[:, :, None] * V * h * (1 - h)                 # (B, D, H)
+    later = np.cumsum(delta[:, ::-1], axis=1)[:, ::-1] - delta   # Σ_{i>j} δ_i
+    dt = x.dtype
+    return (np.einsum("nj,njh->jh", x, later).astype(dt, copy=False),
+            delta.sum(axis=(0, 1)).astype(dt, copy=False),
+            np.einsum("ni,nih->ih", g, h).astype(dt, copy=False),
+            g.sum(axis=0).astype(dt, copy=False))

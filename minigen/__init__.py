@@ -26,6 +26,8 @@ from .ops import (abs, all, any, max, min, pow, sum)  # noqa: A004 - shadowing i
 from .random import get_rng_state, manual_seed, set_rng_state
 from .backend import cuda_available
 
+backend.keep_freed_memory()
+
 import numpy as _np  # noqa: E402
 
 float32, float64, int64, bool_ = _np.float32, _np.float64, _np.int64, _np.bool_

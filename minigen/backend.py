@@ -144,6 +144,33 @@ def configure_threads(num_threads: int | None = None) -> dict:
     return info
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's ``malloc`` to keep freed activation buffers instead of giving them back.
+
+    A training step allocates and frees the same few-MB activation arrays
+    hundreds of times. By default glibc serves blocks this large with fresh
+    ``mmap`` pages and unmaps them on free (or trims the heap top), so every
+    new array pays a page fault per 4 KiB on first touch: a PixelCNN step spent
+    a quarter of its time in the kernel (10 s of system time in 30 s). Raising
+    the mmap and trim thresholds keeps the memory in the heap for reuse (0.72 ->
+    0.51 s per step). Returns whether the allocator took the settings (False
+    off glibc, e.g. macOS or musl, where nothing changes)."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    # 32 MiB is glibc's ceiling for the mmap threshold on 64-bit; larger blocks stay mmap'ed.
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
 def select_numba_threading_layer() -> None:
     """Use Numba's ``workqueue`` threads (they sleep when idle) unless the user chose
     a layer with ``NUMBA_THREADING_LAYER``. The OpenMP layer's spinning workers

@@ -108,7 +108,9 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
     last = trainer.fit(resume=cfg["resume"])
     if spec.figures is not None:
         model.eval()
-        spec.figures(model, run_dir, test_images(1000))
+        # Families whose figures take minutes (pixel-by-pixel samplers) show a bar unless --no-progress.
+        slow = "progress" in inspect.signature(spec.figures).parameters
+        spec.figures(model, run_dir, test_images(1000), **({"progress": progress} if slow else {}))
     return run_dir, last
 
 

@@ -11,3 +11,4 @@ from .conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad  # noqa:
 from .elementwise import bernoulli_log_likelihood, erf, momentum_ascent_step, softplus  # noqa: E402,F401
 from .hopfield import hopfield_async_sweeps  # noqa: E402,F401
 from .gibbs import rbm_gibbs_chain, rbm_sample_hidden, rbm_sample_visible  # noqa: E402,F401
+from .nade import nade_backward, nade_forward  # noqa: E402,F401

@@ -4,3 +4,4 @@ from .conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad  # noqa:
 from .elementwise import bernoulli_log_likelihood, erf, momentum_ascent_step, softplus  # noqa: F401
 from .hopfield import hopfield_async_sweeps  # noqa: F401
 from .gibbs import rbm_gibbs_chain, rbm_sample_hidden, rbm_sample_visible  # noqa: F401
+from .nade import nade_backward, nade_forward  # noqa: F401

@@ -31,8 +31,8 @@ import math
 
 import numpy as np
 
-from .. import nn, ops
-from ..autograd import Tensor, no_grad
+from .. import autograd, backend, nn, ops
+from ..autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad
 from ..checks import check_int
 from ..distributions import sum_except_batch
 
@@ -308,6 +308,40 @@ class FVSBN(AutoregressiveModel):
         return logits.reshape(x.shape[0], self.image_shape[0], 1, *self.image_shape[1:])
 
 
+def nade_logits_by_running_sum(x: Tensor, W: Tensor, c: Tensor, V: Tensor, b: Tensor) -> Tensor:
+    """NADE's logits written with engine ops, exactly as the equation reads (the specification of
+    the fused kernels; also the path for gradients w.r.t. the pixels and for double backward)."""
+    contrib = x.unsqueeze(2) * W                          # (B, D, H): W[:, j] x_j
+    a = c + contrib.cumsum(1) - contrib                   # exclusive running sum: Σ_{j<i} W[:, j] x_j
+    return (ops.sigmoid(a) * V).sum(dim=2) + b
+
+
+class NADELogits(Function):
+    """NADE's logits from the fused kernels (``nade_forward`` / ``nade_backward``: reference, Numba,
+    CuPy), which walk the pixels with one running sum per image instead of storing the (B, D, H)
+    pre-activations. The pixels are data: their gradient is not computed (NADE.forward sends a
+    ``requires_grad`` input down the op path instead)."""
+
+    @staticmethod
+    def forward(ctx, x, W, c, V, b):
+        return backend.get_kernel("nade_forward", backend.device_of(x))(x, W, c, V, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, W, c, V, b = ctx.inputs
+        params = (W, c, V, b)
+        if is_grad_enabled():   # create_graph=True: differentiate the op-by-op formula instead
+            with enable_grad():
+                logits = nade_logits_by_running_sum(x, W, c, V, b)
+            wanted = [p for p in params if p.requires_grad]
+            grads = iter(autograd.grad(logits, wanted, grad_outputs=g, create_graph=True))
+            return (None,) + tuple(next(grads) if p.requires_grad else None for p in params)
+        kernel = backend.get_kernel("nade_backward", x.device)
+        dW, dc, dV, db = kernel(x.data, W.data, c.data, V.data, g.data)
+        return (None,) + tuple(Tensor._wrap(d) if p.requires_grad else None
+                               for p, d in zip(params, (dW, dc, dV, db)))
+
+
 class NADE(AutoregressiveModel):
     r"""Neural autoregressive distribution estimator (Larochelle & Murray, 2011), Eq. AR-1.
 
@@ -318,7 +352,9 @@ class NADE(AutoregressiveModel):
 
     Sharing W makes all n pre-activations one running sum,
     :math:`\mathbf a_{i+1} = \mathbf a_i + W_{:,i}\,x_i` — a cumulative sum over
-    pixels, O(HD) per image instead of O(HD²).
+    pixels, O(HD) per image instead of O(HD²). :func:`nade_logits_by_running_sum`
+    writes it with engine ops; training runs the fused kernels of :class:`NADELogits`
+    (the same sums, one pixel after another, without the (B, D, H) intermediate).
     """
 
     def __init__(self, image_shape=(1, 28, 28), hidden: int = 500):
@@ -336,10 +372,9 @@ class NADE(AutoregressiveModel):
         nn.init.uniform_(self.V, -bound, bound)
 
     def forward(self, x: Tensor, labels=None) -> Tensor:
-        flat = x.flatten(1)                                   # (B, D): NADE reads the 0/1 values
-        contrib = flat.unsqueeze(2) * self.W                  # (B, D, H): W[:, j] x_j
-        a = self.c + contrib.cumsum(1) - contrib              # exclusive running sum: Σ_{j<i} W[:, j] x_j
-        logits = (ops.sigmoid(a) * self.V).sum(dim=2) + self.b
+        flat = x.flatten(1).to(dtype=self.W.dtype)            # (B, D): NADE reads the 0/1 values
+        fused = NADELogits.apply if not flat.requires_grad else nade_logits_by_running_sum
+        logits = fused(flat, self.W, self.c, self.V, self.b)
         return logits.reshape(x.shape[0], self.image_shape[0], 1, *self.image_shape[1:])
 
 
@@ -468,14 +503,15 @@ def periodic_nll(model, test_images: np.ndarray, k: int = 0):
     return evaluate
 
 
-def autoregressive_figures(model, run_dir: str, images: np.ndarray) -> list:
-    """Samples drawn pixel by pixel (Eq. AR-4); a class-conditional model draws one row per class."""
+def autoregressive_figures(model, run_dir: str, images: np.ndarray, progress: bool = True) -> list:
+    """Samples drawn pixel by pixel (Eq. AR-4), with a progress bar unless ``progress`` is False; a
+    class-conditional model draws one row per class."""
     import os
 
     from ..viz import save_image_grid
     n = 64 if not model.num_classes else 8 * model.num_classes
     labels = None if not model.num_classes else np.repeat(np.arange(model.num_classes), 8)
-    samples = model.sample(n, labels=labels, progress=True)
+    samples = model.sample(n, labels=labels, progress=progress)
     caption = ("samples, one pixel at a time (Eq. AR-4)" if not model.num_classes else
                "class-conditional samples, one row per class (Eq. AR-4, AR-5)")
     return [(caption, save_image_grid(samples, os.path.join(run_dir, "ar_samples.png"), nrow=8))]
