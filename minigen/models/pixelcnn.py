@@ -97,14 +97,19 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("mask", ops.tensor(causal_mask(out_channels, in_channels, (kh, kw), self.centre,
                                                             mask_type, image_channels)), persistent=False)
         self.up = self.centre[0]
+        # Masks A and B zero every row below the centre: those taps are skipped, not multiplied by 0
+        # (a 3x3 mask-B kernel runs as 2x3, a 7x7 mask A as 4x7: a third and 3/7 fewer products).
+        self.rows = kh if mask_type is None else self.centre[0] + 1
 
     def forward_rows(self, x: Tensor, top: int):
         """Convolve a window of rows starting at image row ``top``; returns ``(y, y's top row)``."""
         kh, kw = self.kernel_size
         ci, cj = self.centre
         pad_top = ci if top == 0 else 0       # zeros above row 0 only: elsewhere the real rows are cut off
-        pads = (cj, kw - 1 - cj, pad_top, kh - 1 - ci)   # (left, right, top, bottom)
+        pads = (cj, kw - 1 - cj, pad_top, self.rows - 1 - ci)   # (left, right, top, bottom)
         weight = self.weight * self.mask
+        if self.rows < kh:
+            weight = weight[:, :, :self.rows]
         if pads[0] == pads[1] and pads[2] == pads[3]:
             y = ops.conv2d(x, weight, self.bias, padding=(pads[2], pads[0]))
         else:
