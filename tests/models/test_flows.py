@@ -273,3 +273,22 @@ def test_the_wall_leaves_the_potential_unchanged_inside_the_window():
         np.testing.assert_array_equal(pot.confined_potential(name, z).numpy(), pot.potential(name, z).numpy())
         wall = pot.confined_potential(name, outside).numpy() - pot.potential(name, outside).numpy()
         np.testing.assert_allclose(wall, 0.5 * (np.maximum(np.abs(outside) - 4, 0) / 0.05) ** 2 @ [1, 1])
+
+
+@pytest.mark.equation("FLOW-2")
+def test_image_couplings_start_as_the_identity_yet_their_scales_learn():
+    """The last conv of every s/t network is zero-initialised (identity couplings), and the scale path
+    still gets a gradient at once: with γ = 0 as well it would be a saddle (∂/∂γ ∝ tanh s̃ = 0,
+    ∂/∂s̃ ∝ γ = 0) and the scales would never leave zero."""
+    mg.manual_seed(0)
+    model = RealNVP((1, 4, 4), scales=2, hidden=4, blocks=1)
+    x = np.random.default_rng(0).random((8, 1, 4, 4)).astype(np.float32)
+    coupling = model.scales[0].layers[0]
+    with mg.no_grad():
+        s, t = coupling._scale_shift(mg.tensor(x) * coupling.mask)
+    assert not np.any(s.numpy()) and not np.any(t.numpy())
+    loss, _ = model.loss(x)
+    loss.backward()
+    channels = coupling.scale.shape[0]
+    s_rows = coupling.net.conv_out.weight.grad.numpy()[:channels]
+    assert np.abs(s_rows).max() > 1e-6

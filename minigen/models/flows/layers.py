@@ -124,7 +124,11 @@ class AffineCoupling(Bijection):
 
     ``net`` maps the masked input to 2× its channels (or features), read as
     (s, t). The scale is bounded, :math:`s = \gamma\tanh(\tilde s)` with a learned
-    per-channel γ starting at 0, so early training cannot blow up through exp(s).
+    per-channel γ, so early training cannot blow up through exp(s). γ starts at 1
+    (as in Dinh et al.'s code): with a zero-initialised last layer of ``net`` the
+    coupling starts as the identity either way, but γ = 0 *and* s̃ = 0 is a saddle
+    that gradient descent never leaves (∂/∂γ ∝ tanh s̃ = 0, ∂/∂s̃ ∝ γ = 0): the
+    scales stayed dead and the MNIST model learned like an additive (NICE) flow.
     Works on vectors (mask shape (1, D)) and on images (mask (1, C|1, H|1, W|1)).
     """
 
@@ -133,7 +137,7 @@ class AffineCoupling(Bijection):
         self.net = net
         self.register_buffer("mask", ops.tensor(mask), persistent=False)
         shape = (channels,) + (1,) * (mask.ndim - 2)
-        self.scale = nn.Parameter(np.zeros(shape, dtype=np.float32))
+        self.scale = nn.Parameter(np.ones(shape, dtype=np.float32))
 
     def _scale_shift(self, x_masked: Tensor):
         s, t = self.net(x_masked).chunk(2, dim=1)
