@@ -107,9 +107,8 @@ class MaskedConv2d(nn.Conv2d):
         ci, cj = self.centre
         pad_top = ci if top == 0 else 0       # zeros above row 0 only: elsewhere the real rows are cut off
         pads = (cj, kw - 1 - cj, pad_top, self.rows - 1 - ci)   # (left, right, top, bottom)
-        weight = self.weight * self.mask
-        if self.rows < kh:
-            weight = weight[:, :, :self.rows]
+        weight = self.weight * self.mask if self.rows == kh else \
+            self.weight[:, :, :self.rows] * self.mask[:, :, :self.rows]
         if pads[0] == pads[1] and pads[2] == pads[3]:
             y = ops.conv2d(x, weight, self.bias, padding=(pads[2], pads[0]))
         else:

@@ -8,6 +8,7 @@ import numpy as np
 
 from ... import ops
 from ...autograd import Tensor, no_grad
+from ...numerics import logsumexp
 from .layers import _LOG_2PI, FlowSequence, PlanarFlow, standard_normal_log_prob
 
 POTENTIALS = ("U1", "U2", "U3", "U4")
@@ -102,8 +103,7 @@ def log_normaliser(name: str, half_width: float = WINDOW + 1, points: int = 1001
     xx, yy = np.meshgrid(grid, grid)
     with no_grad():
         u = confined_potential(name, np.stack([xx.ravel(), yy.ravel()], 1)).numpy()
-    top = (-u).max()
-    return float(top + np.log(np.exp(-u - top).sum() * (grid[1] - grid[0]) ** 2))
+    return float(logsumexp(-u) + 2 * np.log(grid[1] - grid[0]))
 
 
 def reverse_kl(flow: FlowSequence, name: str, log_z: float, n: int = 20000) -> float:
