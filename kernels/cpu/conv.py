@@ -56,6 +56,15 @@ padding (``_shifted_grid``). Positions with ``i >= out_h`` or ``j >= out_w`` are
 padding of that flat index: computed (the gradient is zero there, or the result
 is dropped) but not used -- 7 % extra work for a 28x28 image with a 3x3 kernel.
 
+**1x1 convolutions** (stride 1, no padding, one group, and at least ``_FEW`` channels on
+each side) skip all of the above: on NCHW arrays a pointwise convolution already *is* a
+batch of matrix products, ``y[n] = W x[n]`` with ``x[n]`` a (C_in, H*W) view, so no
+layout pass or packing is needed and ``np.matmul`` reads the arrays in place
+(``_pointwise``). The layout passes cost more than the arithmetic of a 1x1
+convolution with 32-64 channels: ~7 ms against ~2 ms with BLAS for forward and both
+gradients at batch 32, 28x28, 64 -> 32 channels -- a PixelCNN residual block
+has two of them.
+
 Parallelism: one ``prange`` over the threads; each takes a contiguous, equal
 share of output positions or reduced positions, so batch 1 uses every core too.
 No BLAS call runs inside or beside a parallel region.
@@ -539,6 +548,9 @@ def conv2d_forward(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=
     if cg * kh * kw == 0:
         y[...] = 0
         return y
+    if _pointwise(w.shape, stride, padding, groups):
+        return np.matmul(w.reshape(c_out, c_in), x.reshape(n, c_in, h * wd), out=y.reshape(n, c_out, -1)
+                         ).reshape(y.shape)
     nthr = _threads(y.size)
     if og < _FEW:
         return _forward_few(x, w, y, stride, padding, dilation, groups, nthr)
@@ -614,6 +626,9 @@ def conv2d_input_grad(g, w, input_shape, stride=(1, 1), padding=(0, 0), dilation
         return dx
     if g.size == 0 or og * kh * kw == 0:
         dx[...] = 0
+        return dx
+    if _pointwise(w.shape, stride, padding, groups):
+        np.matmul(w.reshape(c_out, c_in).T, g.reshape(n, c_out, -1), out=dx.reshape(n, c_in, -1))
         return dx
     nthr = _threads(dx.size)
     # Phase (rh, rw) holds the input positions h = rh + sh*a, w = rw + sw*b; its taps
@@ -757,6 +772,10 @@ def conv2d_weight_grad(x, g, weight_shape, stride=(1, 1), padding=(0, 0), dilati
     kg = cg * kh * kw
     if g.size == 0 or c_out * kg == 0:
         return np.zeros((c_out, cg, kh, kw), dtype=dtype)
+    if _pointwise((c_out, cg, kh, kw), stride, padding, groups):
+        # dw = sum_n g[n] x[n]^T: a (C_out, C_in) product per image, summed over the batch
+        per_image = np.matmul(g.reshape(n, c_out, -1), x.reshape(n, c_in, -1).transpose(0, 2, 1))
+        return per_image.sum(axis=0).reshape(c_out, cg, kh, kw)
     og = c_out // groups
     phase, ah, aw = _forward_taps(kh, kw, stride, dilation)
     hq, wq, tail = _shifted_grid(x.shape[2:], padding, stride, (out_h, out_w), ah, aw)
@@ -780,6 +799,14 @@ def conv2d_weight_grad(x, g, weight_shape, stride=(1, 1), padding=(0, 0), dilati
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _pointwise(weight_shape, stride, padding, groups):
+    """A 1x1 convolution that is a plain matrix product over channels (see the module notes);
+    with fewer than ``_FEW`` channels on a side, the product is too thin for BLAS to pay."""
+    c_out, cg, kh, kw = weight_shape
+    return (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0) and groups == 1 \
+        and min(c_out, cg) >= _FEW
 
 
 def _pair(v):

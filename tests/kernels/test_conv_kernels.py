@@ -109,6 +109,12 @@ EDGE_CASES = {
                    padding=(1, 1), dilation=(1, 1), groups=1),
     "kernel1x1": dict(x_shape=(2, 9, 5, 7), w_shape=(12, 9, 1, 1), stride=(1, 1),
                       padding=(0, 0), dilation=(1, 1), groups=1),
+    "kernel1x1_bottleneck": dict(x_shape=(2, 64, 9, 11), w_shape=(32, 64, 1, 1), stride=(1, 1),
+                                 padding=(0, 0), dilation=(1, 1), groups=1),
+    "kernel1x1_one_output": dict(x_shape=(2, 64, 6, 6), w_shape=(1, 64, 1, 1), stride=(1, 1),
+                                 padding=(0, 0), dilation=(1, 1), groups=1),
+    "kernel1x1_grouped": dict(x_shape=(2, 16, 5, 5), w_shape=(16, 8, 1, 1), stride=(1, 1),
+                              padding=(0, 0), dilation=(1, 1), groups=2),
     "kernel1x1_padded_strided": dict(x_shape=(2, 8, 5, 5), w_shape=(8, 8, 1, 1), stride=(2, 2),
                                      padding=(2, 1), dilation=(1, 1), groups=1),
     "kernel_equals_padded_input": dict(x_shape=(2, 8, 5, 4), w_shape=(9, 8, 7, 6),
@@ -195,6 +201,21 @@ def test_cpu_edge_cases(case, dtype):
 @pytest.mark.parametrize("case", sorted(BENCH_SHAPES))
 def test_cpu_benchmark_shapes_float32(case):
     _check_against_reference(cpu, BENCH_SHAPES[case], np.float32)
+
+
+def test_cpu_pointwise_path_is_taken_only_where_it_is_a_matrix_product():
+    """1x1, stride 1, no padding, one group and >= _FEW channels each side: plain matmul
+    on the NCHW arrays (the cases above check its values); anything else keeps the
+    general kernels."""
+    few = cpu._FEW
+    assert cpu._pointwise((32, 64, 1, 1), (1, 1), (0, 0), 1)
+    assert cpu._pointwise((few, few, 1, 1), (1, 1), (0, 0), 1)
+    assert not cpu._pointwise((32, 64, 3, 3), (1, 1), (1, 1), 1)    # not 1x1
+    assert not cpu._pointwise((32, 64, 1, 1), (2, 2), (0, 0), 1)    # strided
+    assert not cpu._pointwise((32, 64, 1, 1), (1, 1), (1, 0), 1)    # padded
+    assert not cpu._pointwise((32, 32, 1, 1), (1, 1), (0, 0), 2)    # grouped
+    assert not cpu._pointwise((1, 64, 1, 1), (1, 1), (0, 0), 1)     # too thin for BLAS
+    assert not cpu._pointwise((64, few - 1, 1, 1), (1, 1), (0, 0), 1)
 
 
 def test_cpu_non_contiguous_inputs():
