@@ -61,7 +61,7 @@ each side) skip all of the above: on NCHW arrays a pointwise convolution already
 batch of matrix products, ``y[n] = W x[n]`` with ``x[n]`` a (C_in, H*W) view, so no
 layout pass or packing is needed and ``np.matmul`` reads the arrays in place
 (``_pointwise``). The layout passes cost more than the arithmetic of a 1x1
-convolution with 32-64 channels: ~7 ms against ~2 ms with BLAS for forward and both
+convolution with 32-64 channels: ~9 ms against ~2 ms with BLAS for forward and both
 gradients at batch 32, 28x28, 64 -> 32 channels -- a PixelCNN residual block
 has two of them.
 

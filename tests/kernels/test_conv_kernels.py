@@ -148,6 +148,8 @@ BENCH_SHAPES = {
                dilation=(1, 1), groups=1),
     "pcnn": dict(x_shape=(2, 1, 28, 28), w_shape=(64, 1, 7, 7), stride=(1, 1), padding=(3, 3),
                  dilation=(1, 1), groups=1),
+    "pw": dict(x_shape=(2, 64, 28, 28), w_shape=(32, 64, 1, 1), stride=(1, 1), padding=(0, 0),
+               dilation=(1, 1), groups=1),
     # conv_transpose2d (64,128,7,7) -> 64, k4 s2 p1, seen as the conv2d it is the adjoint of
     "convT": dict(x_shape=(2, 64, 14, 14), w_shape=(128, 64, 4, 4), stride=(2, 2),
                   padding=(1, 1), dilation=(1, 1), groups=1),
