@@ -220,6 +220,33 @@ def test_cpu_pointwise_path_is_taken_only_where_it_is_a_matrix_product():
     assert not cpu._pointwise((64, few - 1, 1, 1), (1, 1), (0, 0), 1)
 
 
+
+@pytest.mark.parametrize("block", ["_dot_block_4x4", "_dot_block_2x4"])
+@settings(max_examples=25, deadline=None)
+@given(nrows=st.integers(1, 9), mvalid=st.integers(1, 9), k=st.integers(1, 40),
+       accumulate=st.booleans(), stride=st.integers(1, 3))
+def test_cpu_dot_blocks_match_numpy(block, nrows, mvalid, k, accumulate, stride):
+    """Both register blocks (4 x 4 for AVX-512, 2 x 4 for AVX2 -- only one of them runs
+    inside the convolutions of a given machine) against a NumPy product, edges included:
+    ``out[off[t] + m*stride] (+)= A[m] . B[boff[t]]``."""
+    rng = np.random.default_rng(nrows * 1000 + mvalid * 100 + k)
+    lda, a0 = k + 3, 2
+    rows_a, rows_b = -(-mvalid // 4) * 4, -(-nrows // 4) * 4      # readable padding rows
+    a = rng.standard_normal(a0 + rows_a * lda)
+    b = rng.standard_normal(rows_b * (k + 1) + 5)
+    boff = np.arange(rows_b, dtype=np.int64) * (k + 1) + 1
+    off = np.arange(rows_b, dtype=np.int64) * (mvalid * stride + 2)
+    out = rng.standard_normal(int(off[-1]) + mvalid * stride + 1)
+    expected = out.copy() if accumulate else np.full_like(out, np.nan)
+    if not accumulate:
+        out[:] = np.nan                  # every valid entry must be written
+    rows = a[a0:a0 + rows_a * lda].reshape(rows_a, lda)[:mvalid, :k]
+    for t in range(nrows):
+        idx = off[t] + np.arange(mvalid) * stride
+        expected[idx] = (expected[idx] if accumulate else 0) + rows @ b[boff[t]:boff[t] + k]
+    getattr(cpu, block)(a, a0, lda, b, boff, nrows, k, out, off, stride, mvalid, accumulate)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
 def test_cpu_non_contiguous_inputs():
     """Strided views and transposed arrays give the results of their contiguous copies."""
     rng = np.random.default_rng(3)
