@@ -1,0 +1,378 @@
+"""GANs: the value function, Algorithm 1, both generator losses, the optimal discriminator, remedies."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import minigen as mg
+from minigen import nn, ops, optim
+from minigen.gradcheck import gradcheck, gradgradcheck
+from minigen.metrics import mode_coverage
+from minigen.models.gans import (GAN, AdversarialTraining, Maxout, MinibatchDiscrimination, ReplayBuffer,
+                                 discriminator_loss, expected_value, generator_loss, gradient_penalty,
+                                 jensen_shannon, log_d, log_one_minus_d, mlp_discriminator, mlp_generator,
+                                 optimal_discriminator, pack, value_function)
+
+from model_helpers import randomize
+
+
+def sigmoid(v):
+    return 1 / (1 + np.exp(-np.asarray(v, np.float64)))
+
+
+def snapshot(module):
+    """Copies of the parameters (running batch-norm statistics move in every forward pass in
+    training mode, in either player's step, as in PyTorch)."""
+    return {k: v.detach().numpy().copy() for k, v in module.named_parameters()}
+
+
+def tiny_gan(packing=1, k_features=0, seed=0):
+    mg.manual_seed(seed)
+    g = mlp_generator(latent_dim=2, hidden=8, layers=2)
+    d = mlp_discriminator(2 * packing, hidden=8, layers=2, pieces=2, minibatch_kernels=k_features)
+    return GAN(g, d, latent_dim=2, packing=packing)
+
+
+# --------------------------------------------------------------------------- Eq. GAN-1
+
+
+@pytest.mark.equation("GAN-1")
+def test_value_function_equals_hand_computation():
+    real, fake = np.array([2.0, -0.5, 0.3]), np.array([-1.0, 0.7])
+    hand = np.mean(np.log(sigmoid(real))) + np.mean(np.log(1 - sigmoid(fake)))
+    v = value_function(mg.tensor(real), mg.tensor(fake)).item()
+    assert v == pytest.approx(hand, rel=1e-12)
+    # at D = 1/2 everywhere the value is -log 4
+    assert value_function(mg.zeros(5, dtype="float64"), mg.zeros(7, dtype="float64")).item() == \
+        pytest.approx(-math.log(4), rel=1e-12)
+
+
+@pytest.mark.equation("GAN-1")
+def test_log_d_is_exact_where_sigmoid_rounds_off():
+    big = mg.tensor(np.array([-200.0, 200.0], np.float32))
+    np.testing.assert_allclose(log_d(big).numpy(), [-200.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(log_one_minus_d(big).numpy(), [0.0, -200.0], atol=1e-6)
+
+
+def test_discriminator_loss_is_minus_v_and_the_critic_loss():
+    real, fake = mg.tensor(np.array([1.5, -0.2])), mg.tensor(np.array([0.4, -2.0, 0.1]))
+    v = value_function(real, fake).item()
+    for loss in ("saturating", "non_saturating"):
+        assert discriminator_loss(real, fake, loss).item() == pytest.approx(-v, rel=1e-12)
+    assert discriminator_loss(real, fake, "wasserstein").item() == pytest.approx(fake.numpy().mean() -
+                                                                                  real.numpy().mean())
+
+
+# --------------------------------------------------------------------------- Eq. GAN-3
+
+
+@pytest.mark.equation("GAN-3")
+def test_generator_losses_equal_hand_computation():
+    fake = np.array([-3.0, 0.5, 1.0])
+    t = mg.tensor(fake)
+    assert generator_loss(t, "saturating").item() == pytest.approx(np.mean(np.log(1 - sigmoid(fake))))
+    assert generator_loss(t, "non_saturating").item() == pytest.approx(-np.mean(np.log(sigmoid(fake))))
+    assert generator_loss(t, "wasserstein").item() == pytest.approx(-fake.mean())
+
+
+@pytest.mark.equation("GAN-3")
+@pytest.mark.parametrize("loss", ["saturating", "non_saturating"])
+def test_generator_gradients_match_finite_differences(loss):
+    """Gradient of each generator objective w.r.t. G's weights, through a fixed random D."""
+    rng = np.random.default_rng(0)
+    disc = randomize(mlp_discriminator(2, hidden=6, layers=2, pieces=3), seed=1, scale=0.7)
+    z = mg.tensor(rng.standard_normal((5, 3)))
+    a = mg.tensor(rng.standard_normal((3, 2)), requires_grad=True)
+    b = mg.tensor(rng.standard_normal(2), requires_grad=True)
+
+    def objective(a, b):                    # G(z) = tanh(z A) + b
+        return generator_loss(disc(ops.tanh(z @ a) + b).reshape(-1), loss)
+    gradcheck(objective, [a, b])
+
+
+@pytest.mark.equation("GAN-3")
+def test_non_saturating_gradient_is_larger_when_d_rejects_the_fakes():
+    for logit in (-8.0, -4.0, -1.0):        # D(G(z)) = sigmoid(logit) -> 0: D wins
+        grads = {}
+        for loss in ("saturating", "non_saturating"):
+            t = mg.tensor(np.array([logit]), requires_grad=True)
+            generator_loss(t, loss).backward()
+            grads[loss] = abs(t.grad.item())
+        d = sigmoid(logit)
+        assert grads["saturating"] == pytest.approx(d) and grads["non_saturating"] == pytest.approx(1 - d)
+        assert grads["non_saturating"] > grads["saturating"]
+
+
+# --------------------------------------------------------------------------- Eq. GAN-2: Algorithm 1
+
+
+class CountingOptimizer(optim.SGD):
+    def __init__(self, params, **kw):
+        super().__init__(params, **kw)
+        self.steps = 0
+
+    def step(self):
+        self.steps += 1
+        super().step()
+
+
+@pytest.mark.equation("GAN-2")
+@pytest.mark.parametrize("k", [1, 3])
+def test_algorithm_1_takes_k_discriminator_steps_on_k_minibatches(k):
+    gan = tiny_gan()
+    og = CountingOptimizer(gan.generator.parameters(), lr=0.01, momentum=0.9)
+    od = CountingOptimizer(gan.discriminator.parameters(), lr=0.01, momentum=0.9)
+    algo = AdversarialTraining(gan, og, od, k=k)
+    seen = []
+    real_discriminate = gan.discriminate
+
+    def spy(x, labels=None):
+        seen.append(x.detach().numpy().copy())
+        return real_discriminate(x, labels)
+    gan.discriminate = spy
+    m = 4
+    data = np.arange(2 * k * m, dtype=np.float32).reshape(k * m, 2)
+    for it in range(1, 3):
+        seen.clear()
+        algo(mg.tensor(data))
+        assert od.steps == k * it and og.steps == it
+        assert algo.d_updates == k * it and algo.g_updates == it
+        # D saw, in order: (real minibatch i, m fakes) for i < k, then m fakes in G's step
+        reals = seen[0:2 * k:2]
+        for i, r in enumerate(reals):
+            np.testing.assert_array_equal(r, data[i * m:(i + 1) * m])
+        assert all(s.shape == (m, 2) for s in seen) and len(seen) == 2 * k + 1
+
+
+@pytest.mark.equation("GAN-2")
+def test_generator_step_leaves_the_discriminator_unchanged():
+    gan = tiny_gan()
+    og = optim.Adam(gan.generator.parameters(), lr=0.1)
+    od = optim.SGD(gan.discriminator.parameters(), lr=0.1, momentum=0.9)
+    algo = AdversarialTraining(gan, og, od)
+    algo(mg.randn(6, 2))                    # D now has momentum that a stray step() would apply
+    d_before = snapshot(gan.discriminator)
+    g_before = snapshot(gan.generator)
+    gan.discriminator.zero_grad()
+    algo.generator_step(6)
+    for name, value in snapshot(gan.discriminator).items():
+        np.testing.assert_array_equal(value, d_before[name], err_msg=name)
+    assert all(p.grad is None for p in gan.discriminator.parameters())
+    assert all(p.requires_grad for p in gan.discriminator.parameters())
+    assert any(not np.array_equal(v, g_before[k]) for k, v in snapshot(gan.generator).items())
+
+
+def test_discriminator_step_leaves_the_generator_unchanged():
+    gan = tiny_gan()
+    algo = AdversarialTraining(gan, optim.Adam(gan.generator.parameters(), lr=0.1),
+                               optim.Adam(gan.discriminator.parameters(), lr=0.1))
+    before = snapshot(gan.generator)
+    algo.discriminator_step(mg.randn(6, 2))
+    for name, value in snapshot(gan.generator).items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+# --------------------------------------------------------------------------- Eq. GAN-4: Fig. 1
+
+
+P_DATA = np.array([0.1, 0.4, 0.2, 0.3, 0.0])
+P_G = np.array([0.3, 0.1, 0.1, 0.2, 0.3])
+
+
+@pytest.mark.equation("GAN-4")
+def test_optimal_discriminator_and_theorem_1_on_a_finite_set():
+    d_star = optimal_discriminator(P_DATA, P_G)
+    np.testing.assert_allclose(d_star, P_DATA / (P_DATA + P_G))
+    v_star = expected_value(d_star, P_DATA, P_G)
+    assert v_star == pytest.approx(-math.log(4) + 2 * jensen_shannon(P_DATA, P_G), rel=1e-12)
+    # D* beats every other discriminator; at p_g = p_data, D* = 1/2 and V = -log 4
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        assert expected_value(rng.uniform(0.01, 0.99, 5), P_DATA, P_G) < v_star
+    np.testing.assert_allclose(optimal_discriminator(P_DATA, P_DATA)[:4], 0.5)
+    assert expected_value(optimal_discriminator(P_DATA, P_DATA), P_DATA, P_DATA) == pytest.approx(-math.log(4))
+
+
+@pytest.mark.equation("GAN-4")
+def test_training_d_to_convergence_reaches_d_star():
+    """A tabular discriminator (one logit per point) trained by Algorithm 1's D step on samples of two
+    fixed distributions converges to D* = p_data / (p_data + p_g), and V to -log 4 + 2 JSD."""
+    mg.manual_seed(0)
+    k = len(P_DATA)
+
+    class FixedGenerator(nn.Module):     # G(z) = a one-hot draw from p_g, whatever z is
+        def __init__(self):
+            super().__init__()
+            self.unused = nn.Linear(1, 1)
+
+        def forward(self, z):
+            idx = mg.random.generator().choice(k, size=z.shape[0], p=P_G)
+            return mg.tensor(np.eye(k)[idx], dtype=z.dtype)
+
+    table = nn.Linear(k, 1, bias=False)
+    nn.init.zeros_(table.weight)
+    gan = GAN(FixedGenerator(), table, latent_dim=1)
+    od = optim.Adam(table.parameters(), lr=0.05)
+    algo = AdversarialTraining(gan, optim.SGD(gan.generator.parameters(), lr=0.0), od)
+    sched = optim.CosineAnnealingLR(od, T_max=1500)
+    rng = np.random.default_rng(1)
+    for _ in range(1500):
+        real = np.eye(k)[rng.choice(k, size=2000, p=P_DATA)].astype(np.float32)
+        algo.discriminator_step(mg.tensor(real))
+        sched.step()
+    d = sigmoid(table.weight.detach().numpy()[0])
+    seen = (P_DATA + P_G) > 0.05
+    np.testing.assert_allclose(d[seen], optimal_discriminator(P_DATA, P_G)[seen], atol=0.02)
+    v = expected_value(np.clip(d, 1e-6, 1 - 1e-6), P_DATA, P_G)
+    assert v == pytest.approx(-math.log(4) + 2 * jensen_shannon(P_DATA, P_G), abs=2e-3)
+
+
+def test_jensen_shannon_bounds_and_errors():
+    assert jensen_shannon(P_DATA, P_DATA) == pytest.approx(0.0, abs=1e-15)
+    assert jensen_shannon([1.0, 0.0], [0.0, 1.0]) == pytest.approx(math.log(2))
+    with pytest.raises(ValueError, match="p_data must be a 1-D probability vector"):
+        optimal_discriminator([0.5, 0.6], [0.5, 0.5])
+
+
+# --------------------------------------------------------------------------- gradient penalties
+
+
+def test_gradient_penalties_of_a_linear_critic():
+    w = np.array([[0.6, -1.2, 0.3]])
+    critic = nn.Linear(3, 1).double()
+    critic.weight.data[...] = w
+    real, fake = mg.randn(4, 3, dtype="float64"), mg.randn(4, 3, dtype="float64")
+    norm = np.linalg.norm(w)
+    assert gradient_penalty(critic, real, fake, "wgan-gp").item() == pytest.approx((norm - 1) ** 2)
+    assert gradient_penalty(critic, real, fake, "r1").item() == pytest.approx(0.5 * norm ** 2)
+
+
+@pytest.mark.parametrize("kind", ["wgan-gp", "r1"])
+def test_gradient_penalty_gradient_matches_finite_differences(kind):
+    """The penalty's gradient w.r.t. the critic's weights needs a double backward."""
+    rng = np.random.default_rng(2)
+    real, fake = mg.tensor(rng.standard_normal((4, 3))), mg.tensor(rng.standard_normal((4, 3)))
+    w1 = mg.tensor(rng.standard_normal((5, 3)), requires_grad=True)
+    w2 = mg.tensor(rng.standard_normal(5), requires_grad=True)
+
+    def penalty(w1, w2):
+        mg.manual_seed(0)                   # the same interpolation points every call
+        return gradient_penalty(lambda x: (ops.tanh(x @ w1.T) * w2).sum(dim=1), real, fake, kind)
+    gradcheck(penalty, [w1, w2])
+
+
+def test_penalized_training_step_runs():
+    gan = tiny_gan()
+    algo = AdversarialTraining(gan, optim.Adam(gan.generator.parameters(), lr=1e-3),
+                               optim.Adam(gan.discriminator.parameters(), lr=1e-3), loss="wasserstein",
+                               penalty="wgan-gp", k=2)
+    metrics = algo(mg.randn(8, 2))
+    assert {"d_loss", "g_loss", "penalty"} <= set(metrics) and np.isfinite(metrics["penalty"])
+
+
+# --------------------------------------------------------------------------- remedies
+
+
+@given(m=st.integers(1, 5), packing=st.integers(1, 4), d=st.integers(1, 3))
+@settings(max_examples=25, deadline=None)
+def test_pack_concatenates_consecutive_examples(m, packing, d):
+    x = np.arange(m * packing * d * 2, dtype=np.float32).reshape(m * packing, d, 2)
+    out = pack(mg.tensor(x), packing).numpy()
+    assert out.shape == (m, packing * d, 2)
+    for i in range(m):
+        np.testing.assert_array_equal(out[i], np.concatenate(x[i * packing:(i + 1) * packing], axis=0))
+
+
+def test_pacgan_discriminator_judges_packs():
+    gan = tiny_gan(packing=3)
+    assert gan.discriminate(mg.randn(12, 2)).shape == (4,)
+    with pytest.raises(ValueError, match="multiple of the packing degree"):
+        gan.discriminate(mg.randn(10, 2))
+    algo = AdversarialTraining(gan, optim.Adam(gan.generator.parameters(), lr=1e-3),
+                               optim.Adam(gan.discriminator.parameters(), lr=1e-3))
+    assert np.isfinite(algo(mg.randn(12, 2))["g_loss"])
+
+
+def test_minibatch_discrimination_features():
+    layer = MinibatchDiscrimination(4, kernels=3, kernel_dim=2).double()
+    same = mg.tensor(np.tile(np.random.default_rng(0).standard_normal(4), (5, 1)))
+    out = layer(same).detach().numpy()
+    np.testing.assert_allclose(out[:, :4], same.numpy())
+    np.testing.assert_allclose(out[:, 4:], 5.0)          # every example is identical to all 5
+    spread = layer(mg.tensor(np.random.default_rng(1).standard_normal((5, 4)) * 100)).detach().numpy()[:, 4:]
+    assert (spread < 2.0).all() and (spread >= 1.0).all()  # only itself is close
+    x = mg.tensor(np.random.default_rng(2).standard_normal((4, 4)), requires_grad=True)
+    gradcheck(lambda x: layer(x), [x])
+
+
+def test_maxout_is_the_max_of_its_pieces_and_differentiable():
+    layer = randomize(Maxout(3, 4, pieces=2))
+    x = mg.tensor(np.random.default_rng(0).standard_normal((5, 3)), requires_grad=True)
+    pieces = layer.linear(x).detach().numpy().reshape(5, 4, 2)
+    np.testing.assert_allclose(layer(x).detach().numpy(), pieces.max(axis=2))
+    gradcheck(lambda x: layer(x), [x])
+
+
+def test_replay_buffer_mixes_old_fakes_and_round_trips():
+    mg.manual_seed(0)
+    buf = ReplayBuffer(capacity=6, fraction=0.5)
+    first = buf.mix(mg.tensor(np.full((4, 2), 1.0, np.float32))).numpy()
+    np.testing.assert_array_equal(first, 1.0)             # nothing stored yet
+    second = buf.mix(mg.tensor(np.full((4, 2), 2.0, np.float32))).numpy()
+    np.testing.assert_array_equal(second[:2], 1.0)        # half from the store
+    np.testing.assert_array_equal(second[2:], 2.0)
+    assert buf.size == 6
+    copy = ReplayBuffer(capacity=6, fraction=0.5)
+    copy.load_state_dict(buf.state_dict())
+    np.testing.assert_array_equal(copy.items, buf.items)
+    with pytest.raises(ValueError, match="fraction"):
+        ReplayBuffer(10, fraction=1.0)
+
+
+def test_adversarial_training_state_resumes_exactly():
+    def run(steps, state=None):
+        gan = tiny_gan(k_features=2)
+        algo = AdversarialTraining(gan, optim.Adam(gan.generator.parameters(), lr=1e-2),
+                                   optim.SGD(gan.discriminator.parameters(), lr=1e-2, momentum=0.9),
+                                   replay=ReplayBuffer(20))
+        if state is not None:
+            gan.load_state_dict(state[0])
+            algo.load_state_dict(state[1])
+            mg.random.set_rng_state(state[2])
+        for s in steps:
+            algo(mg.tensor(np.random.default_rng(s).standard_normal((8, 2)).astype(np.float32)))
+        return gan, algo
+    full, _ = run(range(6))
+    half, algo = run(range(3))
+    saved = (half.state_dict(), algo.state_dict(), mg.random.get_rng_state())
+    resumed, _ = run(range(3, 6), saved)
+    for name, value in snapshot(full).items():
+        np.testing.assert_array_equal(snapshot(resumed)[name], value, err_msg=name)
+
+
+def test_gan_errors_name_the_argument():
+    gan = tiny_gan()
+    opts = (optim.SGD(gan.generator.parameters(), lr=0.1), optim.SGD(gan.discriminator.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="k .*must be >= 1"):
+        AdversarialTraining(gan, *opts, k=0)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        AdversarialTraining(gan, *opts, loss="hinge")
+    with pytest.raises(ValueError, match="must hold k = 2 minibatches"):
+        AdversarialTraining(gan, *opts, k=2)(mg.randn(5, 2))
+    with pytest.raises(ValueError, match="packing and class labels"):
+        GAN(gan.generator, gan.discriminator, 2, packing=2, num_classes=10)
+
+
+# --------------------------------------------------------------------------- mode coverage
+
+
+def test_mode_coverage_metrics():
+    centers = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    collapsed = mode_coverage(np.zeros((100, 2)), centers, std=0.01)
+    assert collapsed["modes"] == 1 and collapsed["high_quality"] == 1.0
+    assert collapsed["reverse_kl"] == pytest.approx(math.log(4))
+    balanced = mode_coverage(np.repeat(centers, 25, axis=0) + 0.02, centers, std=0.01)   # 2.8 sigma away
+    assert balanced["modes"] == 4 and balanced["reverse_kl"] == pytest.approx(0.0, abs=1e-12)
+    far = mode_coverage(np.array([[0.5, 0.5], [0.0, 0.0]]), centers, std=0.01)
+    assert far["high_quality"] == 0.5 and far["counts"] == [1, 0, 0, 0]
