@@ -64,7 +64,8 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
 
     mg_random.manual_seed(cfg["seed"])
     train_set = load_data(cfg, "train")
-    loader = train_set.loader(cfg["batch_size"], shuffle=True, seed=cfg["seed"], drop_last=True)
+    per_step = spec.examples_per_step(cfg) if spec.examples_per_step else cfg["batch_size"]
+    loader = train_set.loader(per_step, shuffle=True, seed=cfg["seed"], drop_last=True)
     cfg = {**cfg, "image_shape": list(train_set.image_shape), "train_examples": len(train_set)}
     model = spec.build(cfg, train_set.image_shape)
     steps = cfg["steps"] or cfg["epochs"] * len(loader)

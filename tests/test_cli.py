@@ -9,7 +9,7 @@ import pytest
 
 from minigen.cli import build_parser, main
 
-SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "pixelrnn"], ["train", "realnvp"], ["train", "planar"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"],
+SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "pixelrnn"], ["train", "realnvp"], ["train", "planar"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"], ["train", "gan"],
                ["sample"], ["eval"], ["bench"], ["list"]]
 
 
@@ -254,3 +254,41 @@ def test_planar_potentials_experiment(tmp_path, capsys):
     assert set(result["kl"]) == {f"U{i}/K=2" for i in range(1, 5)}
     assert all(np.isfinite(v) and v > -0.05 for v in result["kl"].values())   # a KL, up to Monte Carlo noise
     assert (tmp_path / "planar_effect.png").exists() and (tmp_path / "planar_potentials.png").exists()
+
+
+@pytest.mark.equation("GAN-2")
+def test_gan_trains_by_algorithm_1_and_is_scored_on_modes(tmp_path, capsys):
+    small = ["--g-hidden", "16", "--d-hidden", "16", "--runs-dir", str(tmp_path), "--no-progress"]
+    assert main(["train", "gan", "--data", "ring8", "--steps", "30", "--k", "2", "--batch-size", "20",
+                 "--packing", "2", "--name", "pac", *small]) == 0
+    capsys.readouterr()
+    rows = [json.loads(line) for line in (tmp_path / "pac" / "metrics.jsonl").read_text().splitlines()]
+    assert {"d_loss", "g_loss", "d_real", "d_fake"} <= set(rows[-1])
+    assert rows[-1]["epoch"] == pytest.approx(30 * 2 * 20 * 2 / 50000, abs=1e-3)   # k*m*packing examples a step
+    assert main(["eval", str(tmp_path / "pac"), "--no-progress"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert 0 <= scores["modes"] <= 8 and sum(scores["counts"]) == round(2500 * scores["high_quality"])
+    assert (tmp_path / "pac" / "gan_samples_2d.png").exists()
+    # resuming a finished run with more steps continues the game (optimizers and replay store come back)
+    assert main(["train", "gan", "--data", "ring8", "--steps", "10", "--replay", "0.5", "--name", "rep",
+                 *small]) == 0
+    assert main(["train", "gan", "--data", "ring8", "--steps", "20", "--replay", "0.5", "--name", "rep",
+                 "--resume", *small]) == 0
+    code, _, err = run_cli("train", "gan", "--data", "digits", "--steps", "1", "--runs-dir", str(tmp_path))
+    assert code == 2 and "MLP players take points" in err
+
+
+@pytest.mark.equation("GAN-5")
+def test_gan_modes_experiment_tabulates_every_method(tmp_path, capsys):
+    assert main(["eval", "gan-modes", "--gan-data", "ring8", "--gan-seeds", "2", "--gan-steps", "20",
+                 "--gan-options", "--g-hidden 8 --d-hidden 8 --batch-size 20", "--jobs", "2",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert set(result["table"]) == {f"ring8/{m}" for m in ("gan", "minibatch", "replay", "pacgan2")}
+    assert len(result["runs"]) == 8 and "| ring8 | pacgan2 |" in out
+    assert (tmp_path / "gan_modes.png").exists()
+    # a second call reuses the finished runs
+    assert main(["eval", "gan-modes", "--gan-data", "ring8", "--gan-seeds", "2", "--gan-steps", "20",
+                 "--gan-options", "--g-hidden 8 --d-hidden 8 --batch-size 20", "--out", str(tmp_path)]) == 0
+    assert "0 to train" in capsys.readouterr().out

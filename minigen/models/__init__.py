@@ -30,6 +30,8 @@ class ModelSpec:
     # Families that do not learn by backpropagating a loss (an RBM's contrastive divergence)
     # bring their own update: (model, config, train images) -> (step_fn, {name: checkpointed state}).
     trainer_step: Callable | None = None
+    # Examples one Trainer step consumes, if not --batch-size (a GAN's k minibatches): (config) -> int.
+    examples_per_step: Callable | None = None
     schedules: tuple = ("constant", "cosine")     # the --schedule values it honours
     defaults: dict = field(default_factory=dict)   # training defaults: lr, batch_size, steps...
 
@@ -39,6 +41,7 @@ def _specs():
     from .flows import recipes as flows
     from . import vae
     from .energy import recipes as energy
+    from .gans import recipes as gans
     exact = dict(default_data="binarized-mnist", evaluate=ar.evaluate_autoregressive,
                  figures=ar.autoregressive_figures, periodic_eval=ar.periodic_nll)
     return [
@@ -90,6 +93,11 @@ def _specs():
                   default_data="bars-and-stripes", evaluate=energy.evaluate_bm, figures=energy.bm_figures,
                   trainer_step=energy.bm_trainer_step, schedules=("constant",),
                   defaults={"lr": 0.5, "batch_size": 30}),
+        ModelSpec("gan", "generative adversarial net (Eq. GAN-1..5) trained by Algorithm 1: MLP players on 2-D "
+                  "points; --packing (PacGAN), --minibatch-kernels, --replay against mode collapse",
+                  gans.add_gan_arguments, gans.build_gan, default_data="ring8", evaluate=gans.evaluate_gan,
+                  figures=gans.gan_figures, trainer_step=gans.gan_trainer_step,
+                  examples_per_step=gans.gan_examples_per_step, defaults={"lr": 1e-3, "batch_size": 100}),
     ]
 
 

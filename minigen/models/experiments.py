@@ -1,4 +1,4 @@
-"""Slide experiments run as commands: ``minigen eval hopfield | bm | planar``.
+"""Slide experiments run as commands: ``minigen eval hopfield | bm | planar | gan-modes``.
 
 These are not trained runs but small self-contained experiments, so ``eval``
 takes their name in place of a run folder. Each prints its numbers, writes
@@ -28,7 +28,12 @@ def _planar(args, out):
                                         seed=args.seed)
 
 
-EXPERIMENTS = {"hopfield": _hopfield, "bm": _bm, "planar": _planar}
+def _gan_modes(args, out):
+    from .gans.modes import gan_modes_experiment
+    return gan_modes_experiment(args, out)
+
+
+EXPERIMENTS = {"hopfield": _hopfield, "bm": _bm, "planar": _planar, "gan-modes": _gan_modes}
 
 
 def add_experiment_arguments(parser) -> None:
@@ -36,6 +41,8 @@ def add_experiment_arguments(parser) -> None:
     add_energy_arguments(parser)
     parser.add_argument("--flow-lengths", default="2,8,32", help="planar: numbers of planar flows K to fit")
     parser.add_argument("--flow-steps", type=int, default=4000, help="planar: Adam steps per fit (default: 4000)")
+    from .gans.modes import add_gan_modes_arguments
+    add_gan_modes_arguments(parser)
     parser.add_argument("--out", help="folder for the JSON and figures (default: runs/<name>)")
 
 

@@ -218,15 +218,15 @@ class GAN(nn.Module):
             return self.discriminator(x, labels).reshape(-1)
         return self.discriminator(pack(x, self.packing)).reshape(-1)
 
-    def sample(self, n: int, labels=None) -> Tensor:
-        """``n`` samples :math:`G(z)` in evaluation mode, without a graph."""
+    def sample(self, n: int, labels=None) -> np.ndarray:
+        """``n`` samples :math:`G(z)` as a NumPy array, drawn in evaluation mode."""
         was_training = self.generator.training
         self.generator.eval()
         try:
             with no_grad():
                 if labels is None:
                     labels = self.random_labels(n)
-                return self.generate(self.noise(n), labels)
+                return self.generate(self.noise(n), labels).numpy()
         finally:
             self.generator.train(was_training)
 

@@ -1,0 +1,160 @@
+r"""Mode collapse, measured: ``minigen eval gan-modes`` (Eq. GAN-5).
+
+The benchmark of Metz et al. (2017), VEEGAN and PacGAN (Lin et al. 2018, Table 1):
+a GAN with MLP players learns a ring of 8 or a grid of 25 Gaussians; 2500 of its
+samples are scored by :func:`minigen.metrics.mode_coverage` (modes captured,
+high-quality samples within 3σ of a mode, reverse KL of the mode histogram),
+averaged over seeds. Every cell of the table is one ``minigen train gan`` run,
+with the same options, budget and seeds for every method; only the remedy
+differs:
+
+* ``gan`` — Algorithm 1 as it is;
+* ``minibatch`` — minibatch discrimination in D (Salimans et al. 2016);
+* ``replay`` — experience replay of past fakes (the slide's remedy);
+* ``pacgan2`` — packing two samples per discriminator input (Lin et al. 2018).
+
+Runs live in ``OUT/runs/<data>-<method>-s<seed>``; an interrupted experiment
+picks up where it stopped (finished runs are kept, unfinished ones resumed).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["METHODS", "add_gan_modes_arguments", "gan_modes_experiment"]
+
+#: the remedies, as ``minigen train gan`` options
+METHODS = {
+    "gan": [],
+    "minibatch": ["--minibatch-kernels", "5"],
+    "replay": ["--replay", "0.5"],
+    "pacgan2": ["--packing", "2"],
+}
+
+
+def add_gan_modes_arguments(parser) -> None:
+    parser.add_argument("--gan-data", default="ring8,grid25", help="gan-modes: datasets (default: ring8,grid25)")
+    parser.add_argument("--gan-methods", default=",".join(METHODS),
+                        help=f"gan-modes: methods among {', '.join(METHODS)} (default: all)")
+    parser.add_argument("--gan-seeds", type=int, default=10, help="gan-modes: seeds per cell (default: 10)")
+    parser.add_argument("--gan-steps", type=int, default=5000,
+                        help="gan-modes: iterations of Algorithm 1 per run (default: 5000)")
+    parser.add_argument("--gan-options", default="",
+                        help="gan-modes: extra `minigen train gan` options for every run, e.g. \"--lr 5e-4\"")
+    parser.add_argument("--jobs", type=int, default=2, help="gan-modes: runs trained at once, one thread each "
+                                                            "(default: 2)")
+
+
+def _train_command(data, method, seed, steps, runs_dir, extra, resume) -> list:
+    return [sys.executable, "-m", "minigen.cli", "train", "gan", "--data", data, "--steps", str(steps),
+            "--seed", str(seed), "--runs-dir", runs_dir, "--name", f"{data}-{method}-s{seed}",
+            "--checkpoint-every", str(max(1, steps // 4)), "--log-every", "250", "--no-progress",
+            *METHODS[method], *shlex.split(extra), *(["--resume"] if resume else [])]
+
+
+def _train(cmd) -> None:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        raise RuntimeError(f"gan-modes: `{shlex.join(cmd[2:])}` failed: {done.stderr.strip()[-500:]}")
+
+
+def _score(run_dir, seed) -> tuple:
+    from ... import random as mg_random
+    from ...data import get_toy
+    from ...metrics import mode_coverage
+    from ...runs import load_run
+    from .recipes import SAMPLES_SCORED
+    _, cfg, model = load_run(run_dir)
+    mg_random.manual_seed(1000 + seed)
+    samples = model.sample(SAMPLES_SCORED)
+    toy = get_toy(cfg["data"])
+    return mode_coverage(samples, toy.mode_centers, toy.mode_std), samples
+
+
+def gan_modes_experiment(args, out: str) -> dict:
+    datasets = [n.strip() for n in args.gan_data.split(",") if n.strip()]
+    methods = [n.strip() for n in args.gan_methods.split(",") if n.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"--gan-methods: unknown {unknown}; choose among {list(METHODS)}")
+    if args.gan_seeds < 1 or args.gan_steps < 1 or args.jobs < 1:
+        raise ValueError("--gan-seeds, --gan-steps and --jobs must be >= 1")
+    runs_dir = os.path.join(out, "runs")
+    cells = [(d, m, s) for d in datasets for m in methods for s in range(args.gan_seeds)]
+    todo = []
+    for d, m, s in cells:
+        run_dir = os.path.join(runs_dir, f"{d}-{m}-s{s}")
+        if not os.path.exists(os.path.join(run_dir, "modes.json")):
+            todo.append(_train_command(d, m, s, args.gan_steps, runs_dir, args.gan_options,
+                                       resume=os.path.exists(os.path.join(run_dir, "checkpoint.npz"))))
+    print(f"gan-modes: {len(cells)} runs, {len(todo)} to train ({args.jobs} at a time)", flush=True)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for i, _ in enumerate(pool.map(_train, todo), 1):
+            if i % max(1, len(todo) // 20) == 0 or i == len(todo):
+                print(f"  trained {i}/{len(todo)}", flush=True)
+
+    from ...train import write_json
+    per_run, figure_samples = {}, {}
+    for d, m, s in cells:
+        run_dir = os.path.join(runs_dir, f"{d}-{m}-s{s}")
+        scores, samples = _score(run_dir, s)
+        write_json(os.path.join(run_dir, "modes.json"), scores)
+        per_run[f"{d}-{m}-s{s}"] = scores
+        if s == 0:
+            figure_samples[(d, m)] = samples
+    table = {}
+    for d in datasets:
+        for m in methods:
+            rows = [per_run[f"{d}-{m}-s{s}"] for s in range(args.gan_seeds)]
+            cell = {}
+            for key in ("modes", "high_quality", "reverse_kl"):
+                v = np.array([r[key] for r in rows], np.float64)
+                cell[key] = {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v))}
+            table[f"{d}/{m}"] = cell
+    _print_table(table, datasets, methods, args.gan_seeds)
+    figure = _plot(figure_samples, datasets, methods, os.path.join(out, "gan_modes.png"))
+    return {"steps": args.gan_steps, "seeds": args.gan_seeds, "options": args.gan_options, "table": table,
+            "runs": per_run, "figure": figure}
+
+
+def _print_table(table, datasets, methods, seeds) -> None:
+    from ...data import get_toy
+    print(f"\n| data | method | modes (of K) | high-quality samples | reverse KL |   ({seeds} seeds, mean ± std)")
+    print("|---|---|---|---|---|")
+    for d in datasets:
+        k = len(get_toy(d).mode_centers)
+        for m in methods:
+            c = table[f"{d}/{m}"]
+            print(f"| {d} | {m} | {c['modes']['mean']:.1f} ± {c['modes']['std']:.1f} / {k} "
+                  f"| {100 * c['high_quality']['mean']:.1f} ± {100 * c['high_quality']['std']:.1f} % "
+                  f"| {c['reverse_kl']['mean']:.2f} ± {c['reverse_kl']['std']:.2f} |")
+
+
+def _plot(samples, datasets, methods, path) -> str:
+    from matplotlib.figure import Figure
+
+    from ...data import get_toy
+    from ...viz import save_figure
+    fig = Figure(figsize=(3 * len(methods), 3 * len(datasets)), layout="constrained")
+    axes = fig.subplots(len(datasets), len(methods), squeeze=False)
+    for i, d in enumerate(datasets):
+        toy = get_toy(d)
+        (x0, x1), (y0, y1) = toy.bounds
+        for j, m in enumerate(methods):
+            ax = axes[i][j]
+            pts = samples[(d, m)]
+            ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4, linewidths=0)
+            ax.scatter(toy.mode_centers[:, 0], toy.mode_centers[:, 1], marker="x", s=30, color="tab:red")
+            ax.set_xlim(x0 - 0.5, x1 + 0.5)
+            ax.set_ylim(y0 - 0.5, y1 + 0.5)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{d}: {m}", fontsize="small")
+    return save_figure(fig, path)

@@ -1,0 +1,111 @@
+"""``minigen train gan``: options, model, Algorithm 1 as the training step, evaluation and figures."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ... import optim
+from .game import LOSSES, PENALTIES, GAN, AdversarialTraining, ReplayBuffer
+from .networks import mlp_discriminator, mlp_generator
+
+__all__ = ["add_gan_arguments", "build_gan", "gan_trainer_step", "gan_examples_per_step", "evaluate_gan",
+           "gan_figures", "SAMPLES_SCORED"]
+
+#: samples drawn to score a 2-D GAN (VEEGAN's and PacGAN's 2500)
+SAMPLES_SCORED = 2500
+
+
+def add_gan_arguments(parser) -> None:
+    parser.add_argument("--latent-dim", type=int, default=2, help="dimension of z ~ N(0, I) (default: 2)")
+    parser.add_argument("--g-hidden", type=int, default=400, help="MLP generator: width (default: 400)")
+    parser.add_argument("--g-layers", type=int, default=4, help="MLP generator: hidden layers (default: 4)")
+    parser.add_argument("--d-hidden", type=int, default=200, help="MLP discriminator: maxout width (default: 200)")
+    parser.add_argument("--d-layers", type=int, default=3, help="MLP discriminator: maxout layers (default: 3)")
+    parser.add_argument("--maxout", type=int, default=5, help="MLP discriminator: pieces per unit (default: 5)")
+    parser.add_argument("--k", type=int, default=1, help="discriminator steps per generator step (default: 1)")
+    parser.add_argument("--loss", choices=LOSSES, default="non_saturating",
+                        help="generator objective (default: non_saturating)")
+    parser.add_argument("--penalty", choices=["none", "wgan-gp", "r1"], default="none",
+                        help="gradient penalty on D (default: none)")
+    parser.add_argument("--penalty-weight", type=float, default=10.0, help="its weight (default: 10)")
+    parser.add_argument("--packing", type=int, default=1,
+                        help="PacGAN: samples per discriminator input (default: 1 = a plain GAN)")
+    parser.add_argument("--minibatch-kernels", type=int, default=0,
+                        help="minibatch discrimination: kernels B in D's last layer (default: 0 = off)")
+    parser.add_argument("--replay", type=float, default=0.0,
+                        help="experience replay: fraction of each fake minibatch drawn from past fakes "
+                             "(default: 0 = off)")
+    parser.add_argument("--replay-capacity", type=int, default=5000, help="past fakes kept (default: 5000)")
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
+                        help="both players' optimizer: Adam, or SGD with momentum as in Algorithm 1 (default: adam)")
+    parser.add_argument("--beta1", type=float, default=0.5, help="Adam's beta1 / SGD's momentum (default: 0.5)")
+    parser.add_argument("--d-lr-ratio", type=float, default=1.0, help="D's learning rate / G's (default: 1)")
+
+
+def gan_examples_per_step(cfg: dict) -> int:
+    """One Trainer step is one iteration of Algorithm 1: k minibatches of m (× packing) examples."""
+    return cfg["k"] * cfg["batch_size"] * cfg["packing"]
+
+
+def build_gan(cfg: dict, image_shape) -> GAN:
+    for name in ("latent_dim", "g_hidden", "g_layers", "d_hidden", "d_layers", "maxout", "k", "packing"):
+        if int(cfg[name]) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {cfg[name]}")
+    if len(image_shape) != 1:
+        raise ValueError(f"gan: the MLP players take points (N, D); got data of shape {tuple(image_shape)}")
+    dim = int(image_shape[0])
+    generator = mlp_generator(cfg["latent_dim"], cfg["g_hidden"], cfg["g_layers"], dim)
+    discriminator = mlp_discriminator(dim * cfg["packing"], cfg["d_hidden"], cfg["d_layers"], cfg["maxout"],
+                                      minibatch_kernels=cfg["minibatch_kernels"])
+    return GAN(generator, discriminator, cfg["latent_dim"], packing=cfg["packing"])
+
+
+def _optimizer(cfg, params, lr):
+    if cfg["optimizer"] == "sgd":
+        return optim.SGD(params, lr=lr, momentum=cfg["beta1"])
+    return optim.Adam(params, lr=lr, betas=(cfg["beta1"], 0.999))
+
+
+def gan_trainer_step(model: GAN, cfg: dict, train_images: np.ndarray):
+    """Algorithm 1 as the Trainer's step; both optimizers and the replay store are checkpointed."""
+    og = _optimizer(cfg, model.generator.parameters(), cfg["lr"])
+    od = _optimizer(cfg, model.discriminator.parameters(), cfg["lr"] * cfg["d_lr_ratio"])
+    schedulers = {}
+    if cfg["schedule"] == "cosine":
+        steps = cfg["total_steps"]
+        schedulers = {"g_scheduler": optim.CosineAnnealingLR(og, steps, cfg["lr"] * cfg["min_lr_ratio"]),
+                      "d_scheduler": optim.CosineAnnealingLR(od, steps * cfg["k"],
+                                                             cfg["lr"] * cfg["d_lr_ratio"] * cfg["min_lr_ratio"])}
+    replay = ReplayBuffer(cfg["replay_capacity"], cfg["replay"]) if cfg["replay"] > 0 else None
+    penalty = None if cfg["penalty"] == "none" else cfg["penalty"]
+    assert penalty in PENALTIES
+    game = AdversarialTraining(model, og, od, k=cfg["k"], loss=cfg["loss"], penalty=penalty,
+                               penalty_weight=cfg["penalty_weight"], replay=replay, **schedulers)
+    return game, {"game": game}
+
+
+def _toy(dataset):
+    from ...data import TOY_DATASETS, get_toy
+    return get_toy(dataset.name) if dataset.name in TOY_DATASETS else None
+
+
+def evaluate_gan(model: GAN, train, test, args, progress: bool = False) -> dict:
+    """2-D data with known modes: modes captured, high-quality samples and reverse KL of 2500 samples."""
+    from ...metrics import mode_coverage
+    toy = _toy(test)
+    if toy is None or not hasattr(toy, "mode_centers"):
+        raise ValueError(f"gan: evaluation needs data with known modes (ring8, grid25), not {test.name!r}")
+    samples = np.asarray(model.sample(SAMPLES_SCORED))
+    return mode_coverage(samples, toy.mode_centers, toy.mode_std)
+
+
+def gan_figures(model: GAN, run_dir: str, images: np.ndarray) -> list:
+    """Samples in the data's box (2-D)."""
+    from ...viz import scatter_2d
+    samples = np.asarray(model.sample(SAMPLES_SCORED))
+    lo, hi = np.percentile(images, 0.5), np.percentile(images, 99.5)
+    pad = 0.15 * (hi - lo)
+    path = scatter_2d(samples, os.path.join(run_dir, "gan_samples_2d.png"), lim=(lo - pad, hi + pad),
+                      title=f"{SAMPLES_SCORED} samples G(z), z ~ N(0, I)")
+    return [("generator samples", path)]
