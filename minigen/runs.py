@@ -66,7 +66,8 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
     train_set = load_data(cfg, "train")
     per_step = spec.examples_per_step(cfg) if spec.examples_per_step else cfg["batch_size"]
     loader = train_set.loader(per_step, shuffle=True, seed=cfg["seed"], drop_last=True)
-    cfg = {**cfg, "image_shape": list(train_set.image_shape), "train_examples": len(train_set)}
+    cfg = {**cfg, "image_shape": list(train_set.image_shape), "train_examples": len(train_set),
+           "num_classes": train_set.num_classes}
     model = spec.build(cfg, train_set.image_shape)
     steps = cfg["steps"] or cfg["epochs"] * len(loader)
     cfg["total_steps"] = steps
@@ -103,7 +104,7 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
     run_dir = os.path.join(cfg["runs_dir"], cfg["name"])
     trainer = Trainer(run_dir, model, loader, steps, optimizer=optimizer, scheduler=scheduler,
                       step_fn=step_fn, state=extra_state, config=cfg, checkpoint_every=cfg["checkpoint_every"], log_every=cfg["log_every"],
-                      sample_fn=sample_fn if len(train_set.image_shape) > 1 else None, sample_every=cfg["sample_every"], eval_fn=eval_fn,
+                      sample_fn=sample_fn if len(train_set.image_shape) > 1 and hasattr(model, "sample") else None, sample_every=cfg["sample_every"], eval_fn=eval_fn,
                       eval_every=cfg.get("eval_every"), clip_grad_norm=cfg.get("clip_grad_norm"),
                       time_limit=cfg.get("time_limit"), progress=progress)
     last = trainer.fit(resume=cfg["resume"])

@@ -9,7 +9,7 @@ import pytest
 
 from minigen.cli import build_parser, main
 
-SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "pixelrnn"], ["train", "realnvp"], ["train", "planar"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"], ["train", "gan"],
+SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "pixelrnn"], ["train", "realnvp"], ["train", "planar"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"], ["train", "gan"], ["train", "classifier"],
                ["sample"], ["eval"], ["bench"], ["list"]]
 
 
@@ -292,3 +292,26 @@ def test_gan_modes_experiment_tabulates_every_method(tmp_path, capsys):
     assert main(["eval", "gan-modes", "--gan-data", "ring8", "--gan-seeds", "2", "--gan-steps", "20",
                  "--gan-options", "--g-hidden 8 --d-hidden 8 --batch-size 20", "--out", str(tmp_path)]) == 0
     assert "0 to train" in capsys.readouterr().out
+
+
+@pytest.mark.equation("GAN-7")
+def test_image_gans_are_scored_by_a_trained_classifier(tmp_path, capsys):
+    """The judge: a classifier run; a DCGAN's samples scored by Frechet distance (vs held-out real data,
+    the floor), classes covered and, conditionally, accuracy on the requested class."""
+    common = ["--data", "digits", "--runs-dir", str(tmp_path), "--no-progress"]
+    assert main(["train", "classifier", "--steps", "120", "--name", "digits-classifier", *common]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "digits-classifier"), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] > 0.9
+    assert main(["train", "gan", "--steps", "10", "--width", "4", "--batch-size", "16", "--conditional",
+                 "--name", "cgan", *common]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "cgan"), "--classifier", str(tmp_path / "digits-classifier"),
+                 "--samples", "200", "--no-progress"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert 0 <= scores["class_accuracy"] <= 1 and 0 <= scores["classes_covered"] <= 10
+    assert sum(scores["class_histogram"]) == 200
+    assert 0 <= scores["frechet_distance_real"] < scores["frechet_distance"]   # an untrained G is far off
+    assert (tmp_path / "cgan" / "gan_samples.png").exists()
+    code, _, err = run_cli("eval", str(tmp_path / "cgan"), "--classifier", str(tmp_path / "nothing"))
+    assert code == 2 and "minigen train classifier" in err

@@ -42,6 +42,7 @@ def _specs():
     from . import vae
     from .energy import recipes as energy
     from .gans import recipes as gans
+    from . import classifier
     exact = dict(default_data="binarized-mnist", evaluate=ar.evaluate_autoregressive,
                  figures=ar.autoregressive_figures, periodic_eval=ar.periodic_nll)
     return [
@@ -93,11 +94,17 @@ def _specs():
                   default_data="bars-and-stripes", evaluate=energy.evaluate_bm, figures=energy.bm_figures,
                   trainer_step=energy.bm_trainer_step, schedules=("constant",),
                   defaults={"lr": 0.5, "batch_size": 30}),
-        ModelSpec("gan", "generative adversarial net (Eq. GAN-1..5) trained by Algorithm 1: MLP players on 2-D "
-                  "points; --packing (PacGAN), --minibatch-kernels, --replay against mode collapse",
+        ModelSpec("gan", "generative adversarial net (Eq. GAN-1..7) trained by Algorithm 1: MLP players on 2-D "
+                  "points (--packing, --minibatch-kernels, --replay against mode collapse) or DCGAN on "
+                  "images, --conditional for G(z|y), D(x|y)",
                   gans.add_gan_arguments, gans.build_gan, default_data="ring8", evaluate=gans.evaluate_gan,
+                  add_eval_arguments=gans.add_gan_eval_arguments,
                   figures=gans.gan_figures, trainer_step=gans.gan_trainer_step,
                   examples_per_step=gans.gan_examples_per_step, defaults={"lr": 1e-3, "batch_size": 100}),
+        ModelSpec("classifier", "digit classifier (a CNN, over 99 percent right on MNIST): the judge of generated samples "
+                  "(Frechet distance, class accuracy, classes covered)", classifier.add_classifier_arguments,
+                  classifier.build_classifier, default_data="mnist", evaluate=classifier.evaluate_classifier,
+                  defaults={"lr": 1e-3, "batch_size": 64}),
     ]
 
 

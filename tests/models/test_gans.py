@@ -376,3 +376,80 @@ def test_mode_coverage_metrics():
     assert balanced["modes"] == 4 and balanced["reverse_kl"] == pytest.approx(0.0, abs=1e-12)
     far = mode_coverage(np.array([[0.5, 0.5], [0.0, 0.0]]), centers, std=0.01)
     assert far["high_quality"] == 0.5 and far["counts"] == [1, 0, 0, 0]
+
+
+# --------------------------------------------------------------------------- DCGAN and the conditional GAN
+
+from minigen.metrics import frechet_distance  # noqa: E402
+from minigen.models.gans import dcgan  # noqa: E402
+
+
+@pytest.mark.equation("GAN-6")
+def test_dcgan_follows_every_guideline():
+    g, d = dcgan.DCGANGenerator(latent_dim=10, width=8), dcgan.DCGANDiscriminator(width=8)
+    for net in (g, d):
+        kinds = [type(m) for m in net.modules()]
+        assert nn.MaxPool2d not in kinds and nn.AvgPool2d not in kinds        # no pooling
+        assert nn.Linear not in kinds                                        # no fully connected hidden layers
+        assert nn.BatchNorm2d in kinds                                       # batchnorm in both
+    g_layers, d_layers = list(g.net), list(d.features) + [d.out]
+    # G: fractional-strided convolutions only, ReLU inside, Tanh at the output, no BN on the output
+    assert [type(m) for m in g_layers if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))] == [nn.ConvTranspose2d] * 3
+    assert all(m.stride == (2, 2) for m in g_layers[3:] if isinstance(m, nn.ConvTranspose2d))
+    assert isinstance(g_layers[-1], nn.Tanh) and isinstance(g_layers[-2], nn.ConvTranspose2d)
+    assert {type(m) for m in g_layers if not isinstance(m, (nn.ConvTranspose2d, nn.BatchNorm2d))} == {nn.ReLU, nn.Tanh}
+    # D: strided convolutions downsample, LeakyReLU everywhere, no BN on the input layer
+    convs = [m for m in d_layers if isinstance(m, nn.Conv2d)]
+    assert [m.stride for m in convs[:2]] == [(2, 2), (2, 2)]
+    assert not isinstance(d_layers[1], nn.BatchNorm2d)
+    assert all(m.negative_slope == 0.2 for m in d_layers if isinstance(m, nn.LeakyReLU))
+    assert not any(isinstance(m, (nn.ReLU, nn.Tanh)) for m in d_layers)
+    mg.manual_seed(0)
+    z = mg.randn(3, 10)
+    x = g(z)
+    assert x.shape == (3, 1, 28, 28) and float(x.abs().max().item()) <= 1.0
+    assert d(x).shape == (3,)
+
+
+@pytest.mark.equation("GAN-6")
+def test_dcgan_discriminator_gradient_matches_finite_differences():
+    d = randomize(dcgan.DCGANDiscriminator(width=2, image_size=8), seed=3, scale=0.5).eval()
+    x = mg.tensor(np.random.default_rng(0).standard_normal((2, 1, 8, 8)), requires_grad=True)
+    gradcheck(lambda x: d(x), [x])
+
+
+@pytest.mark.equation("GAN-7")
+def test_conditional_players_depend_on_the_label():
+    mg.manual_seed(0)
+    g = dcgan.dcgan_init_(dcgan.DCGANGenerator(latent_dim=4, width=4, image_size=8, num_classes=3))
+    d = dcgan.dcgan_init_(dcgan.DCGANDiscriminator(width=4, image_size=8, num_classes=3))
+    g.eval(), d.eval()
+    z = mg.randn(1, 4).expand(3, 4)
+    images = g(z, mg.tensor(np.array([0, 1, 2]), dtype="int64")).detach().numpy()
+    assert not np.allclose(images[0], images[1]) and not np.allclose(images[1], images[2])
+    judge = randomize(dcgan.DCGANDiscriminator(width=4, image_size=8, num_classes=3), seed=1, scale=0.5).eval()
+    x = mg.tensor(np.repeat(images[:1], 3, axis=0).astype(np.float64))
+    logits = judge(x, mg.tensor(np.array([0, 1, 2]), dtype="int64")).detach().numpy()
+    assert np.abs(np.diff(logits)).min() > 1e-3        # same image, three classes, three verdicts
+    gan = GAN(g, d, latent_dim=4, num_classes=3, tanh_images=True)
+    algo = AdversarialTraining(gan, optim.Adam(g.parameters(), lr=1e-3), optim.Adam(d.parameters(), lr=1e-3))
+    metrics = algo((np.random.default_rng(0).random((6, 1, 8, 8)).astype(np.float32), np.array([0, 1, 2] * 2)))
+    assert np.isfinite(metrics["g_loss"])
+    with pytest.raises(ValueError, match="needs \\(images, labels\\)"):
+        algo(mg.randn(6, 1, 8, 8))
+    samples = gan.sample(4)
+    assert samples.shape == (4, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
+
+
+def test_frechet_distance_of_gaussians_is_the_closed_form():
+    rng = np.random.default_rng(0)
+    n, f = 200000, 3
+    a = rng.standard_normal((n, f))
+    scale = np.array([1.0, 2.0, 0.5])
+    b = rng.standard_normal((n, f)) * scale + np.array([1.0, 0.0, -1.0])
+    # diagonal covariances: d^2 = |mu_a - mu_b|^2 + sum (sigma_a - sigma_b)^2
+    expected = 2.0 + ((1 - scale) ** 2).sum()
+    assert frechet_distance(a, b) == pytest.approx(expected, abs=0.03)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    with pytest.raises(ValueError, match="same F"):
+        frechet_distance(a, b[:, :2])

@@ -185,11 +185,13 @@ class GAN(nn.Module):
     ``packing`` > 1 makes it a PacGAN: the discriminator's input holds that many
     samples side by side (build it with ``packing``× the input features).
     ``num_classes`` makes it a conditional GAN (Eq. GAN-7): both networks are
-    then called with the labels as a second argument.
+    then called with the labels as a second argument. ``tanh_images``: data are
+    images in [0, 1] and G ends in a tanh, so real images are shown to D as
+    :math:`2x-1` (:meth:`prepare`) and samples are mapped back to [0, 1].
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, latent_dim: int, packing: int = 1,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, tanh_images: bool = False):
         super().__init__()
         if int(latent_dim) < 1 or int(packing) < 1:
             raise ValueError(f"GAN: latent_dim and packing must be >= 1, got {latent_dim}, {packing}")
@@ -197,6 +199,7 @@ class GAN(nn.Module):
             raise ValueError("GAN: packing and class labels do not combine (a pack would mix classes)")
         self.generator, self.discriminator = generator, discriminator
         self.latent_dim, self.packing, self.num_classes = int(latent_dim), int(packing), num_classes
+        self.tanh_images = bool(tanh_images)
 
     def noise(self, n: int) -> Tensor:
         """``n`` draws of :math:`z\\sim\\mathcal N(0, I)`, on the generator's device."""
@@ -208,6 +211,10 @@ class GAN(nn.Module):
             return None
         return ops.tensor(mg_random.generator("cpu").integers(self.num_classes, size=n), dtype="int64",
                           device=self._device())
+
+    def prepare(self, real: Tensor) -> Tensor:
+        """Real data in the range of G's output (what D compares fakes with)."""
+        return 2 * real - 1 if self.tanh_images else real
 
     def generate(self, z: Tensor, labels=None) -> Tensor:
         return self.generator(z, labels) if self.num_classes else self.generator(z)
@@ -226,7 +233,8 @@ class GAN(nn.Module):
             with no_grad():
                 if labels is None:
                     labels = self.random_labels(n)
-                return self.generate(self.noise(n), labels).numpy()
+                x = self.generate(self.noise(n), labels)
+                return ((x + 1) / 2 if self.tanh_images else x).numpy()
         finally:
             self.generator.train(was_training)
 
@@ -312,6 +320,12 @@ class AdversarialTraining:
     def __call__(self, batch) -> dict:
         x, labels = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
         x = x if isinstance(x, Tensor) else ops.tensor(x)
+        if not self.gan.num_classes:
+            labels = None                   # an unconditional GAN ignores the data's labels
+        elif labels is None:
+            raise ValueError("AdversarialTraining: a conditional GAN needs (images, labels) batches")
+        elif not isinstance(labels, Tensor):
+            labels = ops.tensor(labels, dtype="int64")
         n = x.shape[0]
         if n % self.k:
             raise ValueError(f"AdversarialTraining: the batch ({n} examples) must hold k = {self.k} minibatches")
@@ -326,6 +340,7 @@ class AdversarialTraining:
     def discriminator_step(self, real: Tensor, labels=None) -> dict:
         """One ascent step of D on a minibatch of real data and ``len(real)`` fresh fakes."""
         gan, n = self.gan, real.shape[0]
+        real = gan.prepare(real)
         fake_labels = gan.random_labels(n) if labels is not None else None
         with no_grad():
             fake = gan.generate(gan.noise(n), fake_labels)

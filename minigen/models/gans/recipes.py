@@ -5,11 +5,12 @@ import os
 
 import numpy as np
 
-from ... import optim
+from ... import ops, optim
 from .game import LOSSES, PENALTIES, GAN, AdversarialTraining, ReplayBuffer
+from .dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init_
 from .networks import mlp_discriminator, mlp_generator
 
-__all__ = ["add_gan_arguments", "build_gan", "gan_trainer_step", "gan_examples_per_step", "evaluate_gan",
+__all__ = ["add_gan_arguments", "add_gan_eval_arguments", "build_gan", "gan_trainer_step", "gan_examples_per_step", "evaluate_gan",
            "gan_figures", "SAMPLES_SCORED"]
 
 #: samples drawn to score a 2-D GAN (VEEGAN's and PacGAN's 2500)
@@ -17,7 +18,13 @@ SAMPLES_SCORED = 2500
 
 
 def add_gan_arguments(parser) -> None:
-    parser.add_argument("--latent-dim", type=int, default=2, help="dimension of z ~ N(0, I) (default: 2)")
+    parser.add_argument("--arch", choices=["auto", "mlp", "dcgan"], default="auto",
+                        help="players: MLPs for 2-D points, DCGAN for images (default: auto, by the data)")
+    parser.add_argument("--latent-dim", type=int, help="dimension of z ~ N(0, I) (default: 2 for MLPs, 100 for DCGAN)")
+    parser.add_argument("--width", type=int, default=64, help="DCGAN: channels of D's first layer (2x in its second); "
+                                                               "G mirrors D (default: 64)")
+    parser.add_argument("--conditional", action="store_true",
+                        help="class-conditional G(z|y) and D(x|y) (Eq. GAN-7; images with labels)")
     parser.add_argument("--g-hidden", type=int, default=400, help="MLP generator: width (default: 400)")
     parser.add_argument("--g-layers", type=int, default=4, help="MLP generator: hidden layers (default: 4)")
     parser.add_argument("--d-hidden", type=int, default=200, help="MLP discriminator: maxout width (default: 200)")
@@ -48,17 +55,39 @@ def gan_examples_per_step(cfg: dict) -> int:
     return cfg["k"] * cfg["batch_size"] * cfg["packing"]
 
 
+def _arch(cfg, image_shape) -> str:
+    arch = cfg.get("arch", "auto")
+    return ("mlp" if len(image_shape) == 1 else "dcgan") if arch == "auto" else arch
+
+
 def build_gan(cfg: dict, image_shape) -> GAN:
-    for name in ("latent_dim", "g_hidden", "g_layers", "d_hidden", "d_layers", "maxout", "k", "packing"):
-        if int(cfg[name]) < 1:
+    arch = _arch(cfg, image_shape)
+    latent = cfg.get("latent_dim") or (2 if arch == "mlp" else 100)
+    for name in ("g_hidden", "g_layers", "d_hidden", "d_layers", "maxout", "k", "packing", "width"):
+        if int(cfg.get(name, 1)) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {cfg[name]}")
-    if len(image_shape) != 1:
-        raise ValueError(f"gan: the MLP players take points (N, D); got data of shape {tuple(image_shape)}")
-    dim = int(image_shape[0])
-    generator = mlp_generator(cfg["latent_dim"], cfg["g_hidden"], cfg["g_layers"], dim)
-    discriminator = mlp_discriminator(dim * cfg["packing"], cfg["d_hidden"], cfg["d_layers"], cfg["maxout"],
-                                      minibatch_kernels=cfg["minibatch_kernels"])
-    return GAN(generator, discriminator, cfg["latent_dim"], packing=cfg["packing"])
+    if latent < 1:
+        raise ValueError(f"--latent-dim must be >= 1, got {latent}")
+    classes = cfg.get("num_classes") if cfg.get("conditional") else None
+    if cfg.get("conditional") and not classes:
+        raise ValueError("--conditional needs data with class labels (e.g. --data mnist)")
+    if arch == "mlp":
+        if len(image_shape) != 1 or classes:
+            raise ValueError(f"gan: the MLP players take unlabelled points (N, D); got data of shape "
+                             f"{tuple(image_shape)} — use --arch dcgan for images")
+        dim = int(image_shape[0])
+        generator = mlp_generator(latent, cfg["g_hidden"], cfg["g_layers"], dim)
+        discriminator = mlp_discriminator(dim * cfg["packing"], cfg["d_hidden"], cfg["d_layers"], cfg["maxout"],
+                                          minibatch_kernels=cfg["minibatch_kernels"])
+        return GAN(generator, discriminator, latent, packing=cfg["packing"])
+    if len(image_shape) != 3 or image_shape[1] != image_shape[2]:
+        raise ValueError(f"gan --arch dcgan: needs square images (C, S, S), got data of shape {tuple(image_shape)}")
+    if cfg["minibatch_kernels"] or cfg["packing"] > 1:
+        raise ValueError("gan --arch dcgan: --minibatch-kernels and --packing are for the MLP players")
+    c, size = int(image_shape[0]), int(image_shape[1])
+    generator = dcgan_init_(DCGANGenerator(latent, cfg["width"], c, size, classes))
+    discriminator = dcgan_init_(DCGANDiscriminator(cfg["width"], c, size, classes))
+    return GAN(generator, discriminator, latent, num_classes=classes, tanh_images=True)
 
 
 def _optimizer(cfg, params, lr):
@@ -90,19 +119,49 @@ def _toy(dataset):
     return get_toy(dataset.name) if dataset.name in TOY_DATASETS else None
 
 
+def add_gan_eval_arguments(parser) -> None:
+    parser.add_argument("--classifier", metavar="RUN",
+                        help="image GANs: the `minigen train classifier` run that scores samples "
+                             "(default: runs/<data>-classifier)")
+    parser.add_argument("--samples", type=int, default=10000,
+                        help="image GANs: samples scored against the test set (default: 10000)")
+
+
 def evaluate_gan(model: GAN, train, test, args, progress: bool = False) -> dict:
-    """2-D data with known modes: modes captured, high-quality samples and reverse KL of 2500 samples."""
+    """2-D data with known modes: modes captured, high-quality samples and reverse KL of 2500 samples.
+    Images: the classifier's Fréchet distance to the test set (and the same for held-out training images:
+    the floor), classes covered, and for a conditional GAN the accuracy on the requested classes."""
     from ...metrics import mode_coverage
-    toy = _toy(test)
-    if toy is None or not hasattr(toy, "mode_centers"):
-        raise ValueError(f"gan: evaluation needs data with known modes (ring8, grid25), not {test.name!r}")
-    samples = np.asarray(model.sample(SAMPLES_SCORED))
-    return mode_coverage(samples, toy.mode_centers, toy.mode_std)
+    if test.images.ndim == 2:
+        toy = _toy(test)
+        if toy is None or not hasattr(toy, "mode_centers"):
+            raise ValueError(f"gan: 2-D evaluation needs data with known modes (ring8, grid25), not {test.name!r}")
+        return mode_coverage(model.sample(SAMPLES_SCORED), toy.mode_centers, toy.mode_std)
+    from ..classifier import load_classifier, sample_scores
+    judge = load_classifier(getattr(args, "classifier", None) or os.path.join("runs", f"{train.name}-classifier"))
+    n = int(getattr(args, "samples", 10000))
+    requested = np.arange(n) % model.num_classes if model.num_classes else None
+    samples = np.concatenate([model.sample(min(500, n - i), None if requested is None else
+                                           ops.tensor(requested[i:i + 500], dtype="int64"))
+                              for i in range(0, n, 500)])
+    scores = sample_scores(judge, samples, test.images, requested)
+    rng = np.random.default_rng(0)
+    held_out = train.images[rng.choice(len(train.images), min(n, len(train.images)), replace=False)]
+    scores["frechet_distance_real"] = sample_scores(judge, held_out, test.images)["frechet_distance"]
+    return scores
 
 
 def gan_figures(model: GAN, run_dir: str, images: np.ndarray) -> list:
-    """Samples in the data's box (2-D)."""
-    from ...viz import scatter_2d
+    """Images: a sample grid (one row per class for a conditional GAN). 2-D: samples in the data's box."""
+    from ...viz import save_image_grid, scatter_2d
+    if images.ndim == 4:
+        if model.num_classes:
+            labels = np.repeat(np.arange(model.num_classes), 10)
+            grid = model.sample(len(labels), ops.tensor(labels, dtype="int64"))
+            caption = "samples G(z | y), one row per class y"
+        else:
+            grid, caption = model.sample(100), "samples G(z), z ~ N(0, I)"
+        return [(caption, save_image_grid(grid, os.path.join(run_dir, "gan_samples.png"), nrow=10))]
     samples = np.asarray(model.sample(SAMPLES_SCORED))
     lo, hi = np.percentile(images, 0.5), np.percentile(images, 99.5)
     pad = 0.15 * (hi - lo)

@@ -1,0 +1,134 @@
+r"""A digit classifier — the judge of generated samples (GANs, diffusion).
+
+Sample quality without likelihoods is measured through a network trained on
+the real data (Heusel et al. 2017 use Inception; on MNIST a small CNN is the
+usual stand-in):
+
+* the **Fréchet distance** between Gaussians fitted to the classifier's
+  penultimate features of samples and of test images
+  (:func:`minigen.metrics.frechet_distance`);
+* for a class-conditional model, how often the classifier recognises the class
+  that was asked for;
+* for an unconditional model, how many classes its samples cover.
+
+``minigen train classifier --data mnist`` trains it (≥ 99 % test accuracy in a
+few minutes on two cores); sample scores load it from its run folder.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import nn, ops
+from ..autograd import Tensor, no_grad
+
+__all__ = ["DigitClassifier", "add_classifier_arguments", "build_classifier", "evaluate_classifier",
+           "load_classifier", "sample_scores"]
+
+
+def _conv_block(c_in, c_out):
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class DigitClassifier(nn.Module):
+    """Two stages of (3×3 conv → BN → ReLU) × 2 → 2×2 max-pool, a hidden layer of ``features`` units
+    (the features sample scores use), dropout, and the class logits."""
+
+    def __init__(self, image_shape=(1, 28, 28), num_classes: int = 10, width: int = 32, features: int = 128):
+        super().__init__()
+        c, h, w = image_shape
+        if h % 4 or w % 4:
+            raise ValueError(f"DigitClassifier: image sides must be divisible by 4, got {h}x{w}")
+        self.image_shape, self.num_classes = tuple(image_shape), int(num_classes)
+        self.body = nn.Sequential(*_conv_block(c, width), *_conv_block(width, width), nn.MaxPool2d(2),
+                                  *_conv_block(width, 2 * width), *_conv_block(2 * width, 2 * width),
+                                  nn.MaxPool2d(2), nn.Flatten(),
+                                  nn.Linear(2 * width * (h // 4) * (w // 4), features), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(features, num_classes))
+
+    def features(self, x: Tensor) -> Tensor:
+        """The penultimate activations (N, features)."""
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
+
+    def loss(self, batch):
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ValueError("DigitClassifier: training needs (images, labels) batches: data with labels")
+        x, y = ops.tensor(batch[0]), ops.tensor(batch[1], dtype="int64")
+        logits = self(x)
+        loss = ops.cross_entropy(logits, y)
+        accuracy = float((logits.detach().numpy().argmax(1) == y.numpy()).mean())
+        return loss, {"loss": float(loss.item()), "accuracy": accuracy}
+
+    def predict(self, images, batch_size: int = 500) -> tuple:
+        """``(class predictions (N,), features (N, F))`` of images in [0, 1], in evaluation mode."""
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or images.shape[1:] != self.image_shape:
+            raise ValueError(f"DigitClassifier.predict: images must be (N, {', '.join(map(str, self.image_shape))}), "
+                             f"got {images.shape}")
+        was_training = self.training
+        self.eval()
+        preds, feats = [], []
+        try:
+            with no_grad():
+                for i in range(0, len(images), batch_size):
+                    f = self.features(ops.tensor(images[i:i + batch_size]))
+                    preds.append(self.head(f).numpy().argmax(1))
+                    feats.append(f.numpy())
+        finally:
+            self.train(was_training)
+        return np.concatenate(preds), np.concatenate(feats).astype(np.float64)
+
+
+def add_classifier_arguments(parser) -> None:
+    parser.add_argument("--width", type=int, default=32, help="channels of the first stage (default: 32)")
+    parser.add_argument("--features", type=int, default=128, help="units of the feature layer (default: 128)")
+
+
+def build_classifier(cfg: dict, image_shape) -> DigitClassifier:
+    if len(image_shape) != 3:
+        raise ValueError(f"classifier: needs images (C, H, W), got data of shape {tuple(image_shape)}")
+    if not cfg.get("num_classes"):
+        raise ValueError("classifier: the data has no class labels")
+    return DigitClassifier(tuple(image_shape), cfg["num_classes"], cfg["width"], cfg["features"])
+
+
+def evaluate_classifier(model: DigitClassifier, train, test, args, progress: bool = False) -> dict:
+    pred, _ = model.predict(test.images)
+    return {"test_accuracy": float((pred == test.labels).mean()), "test_examples": int(len(pred))}
+
+
+def load_classifier(run_dir: str) -> DigitClassifier:
+    """The classifier of a finished ``minigen train classifier`` run."""
+    import os
+
+    from ..runs import load_run
+    if not os.path.exists(os.path.join(run_dir, "config.json")):
+        raise FileNotFoundError(f"no classifier run at {run_dir}: train one with `minigen train classifier "
+                                f"--data mnist --name {os.path.basename(os.path.normpath(run_dir))}` "
+                                f"or pass --classifier RUN")
+    _, _, model = load_run(run_dir)
+    if not isinstance(model, DigitClassifier):
+        raise ValueError(f"{run_dir} is not a classifier run")
+    return model
+
+
+def sample_scores(classifier: DigitClassifier, samples, real_images, requested=None) -> dict:
+    """Fréchet distance of ``samples`` to ``real_images`` in the classifier's feature space, the classes
+    it sees in the samples, and (with ``requested`` labels) how often it sees the requested class.
+
+    A class counts as *covered* when at least a tenth of its fair share of the samples
+    (1 % of them for 10 classes) is recognised as that class, so that a few odd samples
+    of a collapsed generator do not count as coverage.
+    """
+    from ..metrics import frechet_distance
+    pred, feats = classifier.predict(samples)
+    _, real_feats = classifier.predict(real_images)
+    hist = np.bincount(pred, minlength=classifier.num_classes)
+    out = {"frechet_distance": frechet_distance(feats, real_feats), "samples": int(len(pred)),
+           "classes_covered": int((hist >= 0.1 * len(pred) / classifier.num_classes).sum()),
+           "class_histogram": hist.tolist()}
+    if requested is not None:
+        out["class_accuracy"] = float((pred == np.asarray(requested)).mean())
+    return out
