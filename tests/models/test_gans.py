@@ -453,3 +453,111 @@ def test_frechet_distance_of_gaussians_is_the_closed_form():
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
     with pytest.raises(ValueError, match="same F"):
         frechet_distance(a, b[:, :2])
+
+
+# --------------------------------------------------------------------------- AdaIN and StyleGAN
+
+from minigen.models.gans import style  # noqa: E402
+
+
+@pytest.mark.equation("GAN-9")
+def test_batch_and_instance_norm_are_the_slide_formulas():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 5, 5)) * 3 + 1
+    gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
+    c = (1, 3, 1, 1)
+    bn = ops.batch_norm(mg.tensor(x), None, None, mg.tensor(gamma), mg.tensor(beta), training=True).numpy()
+    mu, var = x.mean(axis=(0, 2, 3), keepdims=True), x.var(axis=(0, 2, 3), keepdims=True)
+    np.testing.assert_allclose(bn, gamma.reshape(c) * (x - mu) / np.sqrt(var + 1e-5) + beta.reshape(c), atol=1e-10)
+    inn = ops.instance_norm(mg.tensor(x), weight=mg.tensor(gamma), bias=mg.tensor(beta)).numpy()
+    mu, var = x.mean(axis=(2, 3), keepdims=True), x.var(axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(inn, gamma.reshape(c) * (x - mu) / np.sqrt(var + 1e-5) + beta.reshape(c), atol=1e-10)
+
+
+@pytest.mark.equation("GAN-9")
+@given(seed=st.integers(0, 1000), hw=st.integers(2, 6), shw=st.integers(2, 6))
+@settings(max_examples=20, deadline=None)
+def test_adain_output_has_the_style_statistics(seed, hw, shw):
+    rng = np.random.default_rng(seed)
+    x = mg.tensor(rng.standard_normal((2, 3, hw, hw)) * rng.uniform(0.5, 3) + rng.uniform(-2, 2))
+    y = mg.tensor(rng.standard_normal((2, 3, shw, shw)) * rng.uniform(0.5, 3, size=(1, 3, 1, 1)) + 1.5)
+    out = style.adain(x, y, eps=1e-12).numpy()
+    np.testing.assert_allclose(out.mean(axis=(2, 3)), y.numpy().mean(axis=(2, 3)), atol=1e-9)
+    np.testing.assert_allclose(out.std(axis=(2, 3)), y.numpy().std(axis=(2, 3)), rtol=1e-8)
+
+
+@pytest.mark.equation("GAN-9")
+def test_adain_gradients_match_finite_differences():
+    rng = np.random.default_rng(1)
+    x = mg.tensor(rng.standard_normal((2, 2, 3, 3)), requires_grad=True)
+    y = mg.tensor(rng.standard_normal((2, 2, 4, 4)), requires_grad=True)
+    gradcheck(lambda x, y: style.adain(x, y), [x, y])
+    ys, yb = mg.tensor(rng.standard_normal((2, 2)), requires_grad=True), mg.tensor(rng.standard_normal((2, 2)),
+                                                                               requires_grad=True)
+    gradcheck(lambda x, ys, yb: style.adain(x, ys, yb), [x, ys, yb])
+    with pytest.raises(ValueError, match="style_shift must be \\(N, C\\)"):
+        style.adain(x, ys, mg.zeros(2, 3, dtype="float64"))
+
+
+def small_style_generator(seed=0):
+    mg.manual_seed(seed)
+    g = style.StyleGenerator(latent_dim=8, w_dim=8, width=8, image_size=8, mapping_layers=2).double()
+    rng = np.random.default_rng(seed)
+    for block in g.blocks:                          # away from the identity-style initialisation
+        block.affine.weight.data[...] = rng.standard_normal(block.affine.weight.shape) * 0.5
+        block.noise_weight.data[...] = rng.uniform(0.5, 1.5, block.noise_weight.shape)
+    return g
+
+
+def noises_for(g, n, seed):
+    rng = np.random.default_rng(seed)
+    assert g.noise_sizes() == [2, 2, 4, 4, 8, 8]     # image_size 8: 2x2 constant, two x2 upsamplings
+    return [mg.tensor(rng.standard_normal((n, 1, s, s))) for s in g.noise_sizes()]
+
+
+@pytest.mark.equation("GAN-10")
+def test_noise_changes_detail_but_not_the_style_statistics():
+    g = small_style_generator()
+    w = g.mapping(mg.randn(3, 8, dtype="float64"))
+    outputs = {}
+    for seed in (1, 2):
+        captured = []
+        handles = [b.register_forward_hook(lambda m, inp, out: captured.append(out.detach().numpy()))
+                   for b in g.blocks]
+        image = g.synthesize(w, noises_for(g, 3, seed)).detach().numpy()
+        for h in handles:
+            h.remove()
+        outputs[seed] = (image, captured)
+    assert np.abs(outputs[1][0] - outputs[2][0]).max() > 1e-3            # the detail moves
+    for i, (a, b) in enumerate(zip(outputs[1][1], outputs[2][1])):
+        assert np.abs(a - b).max() > 1e-6, i
+        np.testing.assert_allclose(a.mean(axis=(2, 3)), b.mean(axis=(2, 3)), atol=1e-8)   # = y_b, set by A(w)
+        np.testing.assert_allclose(a.std(axis=(2, 3)), b.std(axis=(2, 3)), rtol=2e-3)     # = |y_s| (up to eps)
+        style_out = g.blocks[i].affine(w).detach().numpy()
+        np.testing.assert_allclose(a.mean(axis=(2, 3)), style_out[:, a.shape[1]:], atol=1e-8)
+
+
+@pytest.mark.equation("GAN-10")
+def test_style_mixing_swaps_w_at_the_crossover():
+    g = small_style_generator()
+    z1, z2 = mg.randn(2, 8, dtype="float64"), mg.randn(2, 8, dtype="float64")
+    noises = noises_for(g, 2, 0)
+    w1, w2 = g.mapping(z1), g.mapping(z2)
+    for crossover in range(g.num_layers + 1):
+        mixed = g.mix(z1, z2, crossover, noises).detach().numpy()
+        manual = g.synthesize([w1] * crossover + [w2] * (g.num_layers - crossover), noises).detach().numpy()
+        np.testing.assert_array_equal(mixed, manual)
+    np.testing.assert_allclose(g.mix(z1, z2, g.num_layers, noises).detach().numpy(),
+                               g.synthesize(w1, noises).detach().numpy())
+    assert not np.allclose(g.mix(z1, z2, 2, noises).detach().numpy(), g.synthesize(w1, noises).detach().numpy())
+
+
+def test_style_generator_trains_in_the_game():
+    mg.manual_seed(0)
+    g = style.StyleGenerator(latent_dim=8, w_dim=8, width=8, image_size=8, mapping_layers=2)
+    gan = GAN(g, dcgan.DCGANDiscriminator(width=4, image_size=8), latent_dim=8, tanh_images=True)
+    algo = AdversarialTraining(gan, optim.Adam(g.parameters(), lr=1e-3), optim.Adam(gan.discriminator.parameters(),
+                                                                                   lr=1e-3), penalty="r1")
+    before = g.const.detach().numpy().copy()
+    metrics = algo(np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32))
+    assert np.isfinite(metrics["penalty"]) and not np.array_equal(before, g.const.detach().numpy())

@@ -9,6 +9,7 @@ from ... import ops, optim
 from .game import LOSSES, PENALTIES, GAN, AdversarialTraining, ReplayBuffer
 from .dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init_
 from .networks import mlp_discriminator, mlp_generator
+from .style import StyleGenerator
 
 __all__ = ["add_gan_arguments", "add_gan_eval_arguments", "build_gan", "gan_trainer_step", "gan_examples_per_step", "evaluate_gan",
            "gan_figures", "SAMPLES_SCORED"]
@@ -18,8 +19,9 @@ SAMPLES_SCORED = 2500
 
 
 def add_gan_arguments(parser) -> None:
-    parser.add_argument("--arch", choices=["auto", "mlp", "dcgan"], default="auto",
-                        help="players: MLPs for 2-D points, DCGAN for images (default: auto, by the data)")
+    parser.add_argument("--arch", choices=["auto", "mlp", "dcgan", "stylegan"], default="auto",
+                        help="players: MLPs for 2-D points, DCGAN for images (default: auto, by the data), "
+                             "or a small StyleGAN generator against the DCGAN discriminator")
     parser.add_argument("--latent-dim", type=int, help="dimension of z ~ N(0, I) (default: 2 for MLPs, 100 for DCGAN)")
     parser.add_argument("--width", type=int, default=64, help="DCGAN: channels of D's first layer (2x in its second); "
                                                                "G mirrors D (default: 64)")
@@ -85,6 +87,11 @@ def build_gan(cfg: dict, image_shape) -> GAN:
     if cfg["minibatch_kernels"] or cfg["packing"] > 1:
         raise ValueError("gan --arch dcgan: --minibatch-kernels and --packing are for the MLP players")
     c, size = int(image_shape[0]), int(image_shape[1])
+    if arch == "stylegan":
+        if classes:
+            raise ValueError("gan --arch stylegan: --conditional is for DCGAN")
+        generator = StyleGenerator(latent, latent, cfg["width"], c, size)
+        return GAN(generator, dcgan_init_(DCGANDiscriminator(cfg["width"], c, size)), latent, tanh_images=True)
     generator = dcgan_init_(DCGANGenerator(latent, cfg["width"], c, size, classes))
     discriminator = dcgan_init_(DCGANDiscriminator(cfg["width"], c, size, classes))
     return GAN(generator, discriminator, latent, num_classes=classes, tanh_images=True)
@@ -161,10 +168,39 @@ def gan_figures(model: GAN, run_dir: str, images: np.ndarray) -> list:
             caption = "samples G(z | y), one row per class y"
         else:
             grid, caption = model.sample(100), "samples G(z), z ~ N(0, I)"
-        return [(caption, save_image_grid(grid, os.path.join(run_dir, "gan_samples.png"), nrow=10))]
+        figures = [(caption, save_image_grid(grid, os.path.join(run_dir, "gan_samples.png"), nrow=10))]
+        if isinstance(model.generator, StyleGenerator):
+            figures += style_figures(model.generator, run_dir)
+        return figures
     samples = np.asarray(model.sample(SAMPLES_SCORED))
     lo, hi = np.percentile(images, 0.5), np.percentile(images, 99.5)
     pad = 0.15 * (hi - lo)
     path = scatter_2d(samples, os.path.join(run_dir, "gan_samples_2d.png"), lim=(lo - pad, hi + pad),
                       title=f"{SAMPLES_SCORED} samples G(z), z ~ N(0, I)")
     return [("generator samples", path)]
+
+
+def style_figures(g: StyleGenerator, run_dir: str) -> list:
+    """StyleGAN's two grids: style mixing (a pair A, B per row; column j hands the last j layers to B)
+    and noise variation (one w per row; columns: fresh per-pixel noise)."""
+    from ...autograd import no_grad
+    from ...viz import save_image_grid
+    was_training = g.training
+    g.eval()
+    try:
+        with no_grad():
+            n = 6
+            za, zb = ops.randn(n, g.latent_dim), ops.randn(n, g.latent_dim)
+            noises = [ops.randn(n, 1, s, s) for s in g.noise_sizes()]        # the same noise in every column
+            cols = [g.mix(za, zb, c, noises) for c in range(g.num_layers, -1, -1)]    # all A ... all B
+            mixing = ops.stack(cols, dim=1).reshape(-1, *cols[0].shape[1:])
+            w = g.mapping(ops.randn(n, g.latent_dim))
+            noisy = ops.stack([g.synthesize(w) for _ in range(8)], dim=1).reshape(-1, *cols[0].shape[1:])
+    finally:
+        g.train(was_training)
+    mix_path = save_image_grid((mixing.numpy() + 1) / 2, os.path.join(run_dir, "style_mixing.png"),
+                               nrow=g.num_layers + 1)
+    noise_path = save_image_grid((noisy.numpy() + 1) / 2, os.path.join(run_dir, "style_noise.png"), nrow=8)
+    return [("style mixing: column j draws the first L-j layers with A's w and the last j with B's "
+             "(left: all A, right: all B)", mix_path),
+            ("noise variation: one w per row, fresh per-pixel noise B in each column", noise_path)]
