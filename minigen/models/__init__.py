@@ -101,6 +101,12 @@ def _specs():
                   add_eval_arguments=gans.add_gan_eval_arguments,
                   figures=gans.gan_figures, trainer_step=gans.gan_trainer_step,
                   examples_per_step=gans.gan_examples_per_step, defaults={"lr": 1e-3, "batch_size": 100}),
+        ModelSpec("cyclegan", "CycleGAN (Eq. GAN-8): G: X -> Y, F: Y -> X, two PatchGAN discriminators, "
+                  "L_GAN both ways + lambda L_cyc, on images X and their hidden transform Y (--domain)",
+                  gans.add_cyclegan_arguments, gans.build_cyclegan, default_data="mnist",
+                  add_eval_arguments=None, evaluate=gans.evaluate_cyclegan, figures=gans.cyclegan_figures,
+                  trainer_step=gans.cyclegan_trainer_step, examples_per_step=gans.cyclegan_examples_per_step,
+                  defaults={"lr": 2e-4, "batch_size": 16}),
         ModelSpec("classifier", "digit classifier (a CNN, over 99 percent right on MNIST): the judge of generated samples "
                   "(Frechet distance, class accuracy, classes covered)", classifier.add_classifier_arguments,
                   classifier.build_classifier, default_data="mnist", evaluate=classifier.evaluate_classifier,

@@ -561,3 +561,64 @@ def test_style_generator_trains_in_the_game():
     before = g.const.detach().numpy().copy()
     metrics = algo(np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32))
     assert np.isfinite(metrics["penalty"]) and not np.array_equal(before, g.const.detach().numpy())
+
+
+# --------------------------------------------------------------------------- CycleGAN
+
+from minigen.models.gans import cyclegan  # noqa: E402
+
+
+def test_domain_transforms():
+    x = np.zeros((1, 1, 5, 5), np.float32)
+    x[0, 0, 2, 2] = 0.7
+    t = cyclegan.thicken(x)
+    np.testing.assert_array_equal(t[0, 0, 1:4, 1:4], np.float32(0.7))
+    assert t.sum() == pytest.approx(9 * 0.7)
+    np.testing.assert_array_equal(cyclegan.invert(cyclegan.invert(x)), x)
+
+
+@pytest.mark.equation("GAN-8")
+def test_cyclegan_terms_equal_hand_computation():
+    mg.manual_seed(0)
+    model = cyclegan.CycleGAN(width=2, blocks=1, cycle_weight=7.0, domain="invert").double()
+    model.eval()
+    rng = np.random.default_rng(0)
+    x, y = mg.tensor(rng.uniform(-1, 1, (3, 1, 8, 8))), mg.tensor(rng.uniform(-1, 1, (3, 1, 8, 8)))
+    terms = {k: v.item() for k, v in model.objective(x, y).items()}
+
+    def out(net, v):
+        return net(v).detach().numpy()
+    gx, fy = out(model.G, x), out(model.F, y)
+    logsig = lambda v: -np.logaddexp(0, -v)  # noqa: E731
+    hand_y = logsig(out(model.D_Y, y)).mean() + logsig(-out(model.D_Y, mg.tensor(gx))).mean()
+    hand_x = logsig(out(model.D_X, x)).mean() + logsig(-out(model.D_X, mg.tensor(fy))).mean()
+    hand_cyc = (np.abs(out(model.F, mg.tensor(gx)) - x.numpy()).mean()
+                + np.abs(out(model.G, mg.tensor(fy)) - y.numpy()).mean())
+    assert terms["gan_y"] == pytest.approx(hand_y, rel=1e-10)
+    assert terms["gan_x"] == pytest.approx(hand_x, rel=1e-10)
+    assert terms["cycle"] == pytest.approx(hand_cyc, rel=1e-10)
+    assert terms["total"] == pytest.approx(hand_y + hand_x + 7.0 * hand_cyc, rel=1e-10)
+
+
+@pytest.mark.equation("GAN-8")
+def test_cyclegan_training_lowers_the_cycle_error():
+    mg.manual_seed(0)
+    model = cyclegan.CycleGAN(width=4, blocks=1, domain="thicken")
+    step = cyclegan.CycleGANTraining(model, optim.Adam(list(model.G.parameters()) + list(model.F.parameters()),
+                                                       lr=2e-3, betas=(0.5, 0.999)),
+                                     optim.Adam(list(model.D_X.parameters()) + list(model.D_Y.parameters()),
+                                                lr=2e-3, betas=(0.5, 0.999)), pool_size=8)
+    images = np.random.default_rng(0).random((64, 1, 8, 8)).astype(np.float32) ** 3
+    held_out = images[:8]
+
+    def cycle_error():
+        return float(np.abs(model.translate(model.translate(held_out, "x2y"), "y2x") - held_out).mean())
+    before = cycle_error()
+    d_before = {k: v.detach().numpy().copy() for k, v in model.D_X.named_parameters()}
+    for i in range(60):
+        metrics = step(images[(i * 16) % 64:(i * 16) % 64 + 16])
+    assert cycle_error() < 0.8 * before
+    assert {"d_loss", "g_adv", "cycle"} <= set(metrics)
+    assert any(not np.array_equal(v.detach().numpy(), d_before[k]) for k, v in model.D_X.named_parameters())
+    with pytest.raises(ValueError, match="even number"):
+        step(images[:3])

@@ -1,4 +1,5 @@
-"""``minigen train gan``: options, model, Algorithm 1 as the training step, evaluation and figures."""
+"""``minigen train gan`` and ``minigen train cyclegan``: options, models, their training steps,
+evaluation and figures."""
 from __future__ import annotations
 
 import os
@@ -7,12 +8,14 @@ import numpy as np
 
 from ... import ops, optim
 from .game import LOSSES, PENALTIES, GAN, AdversarialTraining, ReplayBuffer
+from .cyclegan import DOMAINS, CycleGAN, CycleGANTraining
 from .dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init_
 from .networks import mlp_discriminator, mlp_generator
 from .style import StyleGenerator
 
 __all__ = ["add_gan_arguments", "add_gan_eval_arguments", "build_gan", "gan_trainer_step", "gan_examples_per_step", "evaluate_gan",
-           "gan_figures", "SAMPLES_SCORED"]
+           "gan_figures", "SAMPLES_SCORED", "add_cyclegan_arguments", "build_cyclegan", "cyclegan_trainer_step",
+           "cyclegan_examples_per_step", "evaluate_cyclegan", "cyclegan_figures"]
 
 #: samples drawn to score a 2-D GAN (VEEGAN's and PacGAN's 2500)
 SAMPLES_SCORED = 2500
@@ -204,3 +207,75 @@ def style_figures(g: StyleGenerator, run_dir: str) -> list:
     return [("style mixing: column j draws the first L-j layers with A's w and the last j with B's "
              "(left: all A, right: all B)", mix_path),
             ("noise variation: one w per row, fresh per-pixel noise B in each column", noise_path)]
+
+
+# --------------------------------------------------------------------------- CycleGAN
+
+def add_cyclegan_arguments(parser) -> None:
+    parser.add_argument("--domain", choices=sorted(DOMAINS), default="thicken",
+                        help="how domain Y is made from the images X (hidden from training; default: thicken)")
+    parser.add_argument("--width", type=int, default=32, help="channels of the first layers (default: 32)")
+    parser.add_argument("--blocks", type=int, default=2, help="residual blocks per generator (default: 2)")
+    parser.add_argument("--cycle-weight", type=float, default=10.0, help="lambda of L_cyc (default: 10)")
+    parser.add_argument("--pool", type=int, default=50, help="past translations D sees (default: 50)")
+    parser.add_argument("--beta1", type=float, default=0.5, help="Adam's beta1 (default: 0.5)")
+
+
+def build_cyclegan(cfg: dict, image_shape) -> CycleGAN:
+    if len(image_shape) != 3 or image_shape[1] % 4 or image_shape[2] % 4:
+        raise ValueError(f"cyclegan: needs images with sides divisible by 4, got data of shape {tuple(image_shape)}")
+    return CycleGAN(int(image_shape[0]), cfg["width"], cfg["blocks"], cfg["cycle_weight"], cfg["domain"])
+
+
+def cyclegan_examples_per_step(cfg: dict) -> int:
+    """Half of each batch is domain X, the other half (transformed) domain Y."""
+    return 2 * cfg["batch_size"]
+
+
+def cyclegan_trainer_step(model: CycleGAN, cfg: dict, train_images):
+    params_g = list(model.G.parameters()) + list(model.F.parameters())
+    params_d = list(model.D_X.parameters()) + list(model.D_Y.parameters())
+    og = optim.Adam(params_g, lr=cfg["lr"], betas=(cfg["beta1"], 0.999))
+    od = optim.Adam(params_d, lr=cfg["lr"], betas=(cfg["beta1"], 0.999))
+    scheds = {}
+    if cfg["schedule"] == "cosine":
+        scheds = {name: optim.CosineAnnealingLR(o, cfg["total_steps"], cfg["lr"] * cfg["min_lr_ratio"])
+                  for name, o in (("g_scheduler", og), ("d_scheduler", od))}
+    step = CycleGANTraining(model, og, od, cfg["pool"], **scheds)
+    return step, {"game": step}
+
+
+def evaluate_cyclegan(model: CycleGAN, train, test, args, progress: bool = False) -> dict:
+    """On test images x with their hidden pair T(x): cycle errors both ways, translation error
+    |G(x) - T(x)| and |F(T(x)) - x| (L1 per pixel), and — with a classifier run — how often the
+    classifier gives x and G(x) the same label."""
+    x = test.images[:int(getattr(args, "samples", 10000))]
+    y = DOMAINS[model.domain](x)
+    gx, fy = model.translate(x, "x2y"), model.translate(y, "y2x")
+    out = {"domain": model.domain, "test_examples": int(len(x)),
+           "cycle_error_x": float(np.abs(model.translate(gx, "y2x") - x).mean()),
+           "cycle_error_y": float(np.abs(model.translate(fy, "x2y") - y).mean()),
+           "translation_error_x2y": float(np.abs(gx - y).mean()),
+           "translation_error_y2x": float(np.abs(fy - x).mean()),
+           "identity_baseline_x2y": float(np.abs(x - y).mean())}
+    path = getattr(args, "classifier", None) or os.path.join("runs", f"{train.name}-classifier")
+    if os.path.exists(os.path.join(path, "config.json")):
+        from ..classifier import load_classifier
+        judge = load_classifier(path)
+        px, pgx = judge.predict(x)[0], judge.predict(gx)[0]
+        out["label_agreement_x_gx"] = float((px == pgx).mean())
+        if test.labels is not None:
+            out["classifier_accuracy_on_gx"] = float((pgx == test.labels[:len(x)]).mean())
+            out["classifier_accuracy_on_true_y"] = float((judge.predict(y)[0] == test.labels[:len(x)]).mean())
+    return out
+
+
+def cyclegan_figures(model: CycleGAN, run_dir: str, images: np.ndarray) -> list:
+    """Rows x, G(x), F(G(x)), then y, F(y), G(F(y)) for 10 test images."""
+    from ...viz import save_image_grid
+    x = images[:10]
+    y = DOMAINS[model.domain](images[10:20])
+    gx, fy = model.translate(x, "x2y"), model.translate(y, "y2x")
+    rows = [x, gx, model.translate(gx, "y2x"), y, fy, model.translate(fy, "x2y")]
+    path = save_image_grid(np.concatenate(rows), os.path.join(run_dir, "cyclegan.png"), nrow=len(x))
+    return [("rows: x, G(x), F(G(x)); y, F(y), G(F(y)) on test images", path)]
