@@ -45,6 +45,9 @@ SAMPLING_CASES = [
     ("gated-28", "GatedPixelCNN", {"channels": 32, "layers": 8}, (1, 28, 28), 16),
 ]
 SAMPLING_TARGET = 3.0
+#: One DCGAN training step (Algorithm 1, k = 1): (name, batch, width, latent dim); target minigen / PyTorch.
+DCGAN_CASE = ("dcgan", 64, 64, 100)
+DCGAN_TARGET = 2.0
 
 
 def median_time(fn, repeat: int, warmup: int = 2, settle: float = 1.0) -> float:
@@ -248,10 +251,10 @@ def rbm_epochs(case=RBM_CASE, lr=0.01):
     return mine, theirs
 
 
-def run_rbm_case(repeat=3, rounds=3, settle=1.0, case=RBM_CASE, log=print) -> dict:
-    """Best-of-rounds median epoch times, minigen and scikit-learn alternating."""
-    mine, theirs = rbm_epochs(case)
-    row = {"case": case[0]}
+def run_pair(name, mine, theirs, other: str, target: float, repeat=3, rounds=3, settle=1.0, log=print) -> dict:
+    """Best-of-rounds medians of two closures doing the same work, alternating so noise hits both:
+    minigen's and another library's (``other`` names its column; ``theirs`` None when not installed)."""
+    row = {"case": name}
     best_mine, best_theirs = float("inf"), float("inf")
     for _ in range(rounds):
         best_mine = min(best_mine, median_time(mine, repeat, warmup=1, settle=settle))
@@ -259,10 +262,74 @@ def run_rbm_case(repeat=3, rounds=3, settle=1.0, case=RBM_CASE, log=print) -> di
             best_theirs = min(best_theirs, median_time(theirs, repeat, warmup=1, settle=settle))
     row["minigen_ms"] = 1e3 * best_mine
     if theirs is not None:
-        row.update(sklearn_ms=1e3 * best_theirs, ratio=best_mine / best_theirs, target=RBM_TARGET)
+        row.update({f"{other}_ms": 1e3 * best_theirs, "ratio": best_mine / best_theirs, "target": target})
     log(f"{row['case']:<10} {row['minigen_ms']:>11.2f} "
-        + (f"{row['sklearn_ms']:>11.2f} {row['ratio']:>7.2f}x {row['target']:>7.2f}x" if theirs else "-"))
+        + (f"{row[other + '_ms']:>11.2f} {row['ratio']:>7.2f}x {row['target']:>7.2f}x" if theirs else "-"))
     return row
+
+
+def run_rbm_case(repeat=3, rounds=3, settle=1.0, case=RBM_CASE, log=print) -> dict:
+    """One CD-1 epoch, minigen against scikit-learn."""
+    mine, theirs = rbm_epochs(case)
+    return run_pair(case[0], mine, theirs, "sklearn", RBM_TARGET, repeat, rounds, settle, log)
+
+
+def dcgan_steps(case=None):
+    """Two closures, each one iteration of Algorithm 1 (a D step, then a G step, Adam, batch 64 of
+    28×28 images) with the same DCGAN players: minigen's, and the same layers in PyTorch (None when
+    PyTorch is not installed)."""
+    _, batch, width, latent = case or DCGAN_CASE
+    import minigen as mg
+    from .models.gans import GAN, AdversarialTraining
+    from .models.gans.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init_
+    from .optim import Adam
+
+    real = np.random.default_rng(0).random((batch, 1, 28, 28)).astype(np.float32)
+    mg.manual_seed(0)
+    gan = GAN(dcgan_init_(DCGANGenerator(latent, width)), dcgan_init_(DCGANDiscriminator(width)), latent,
+              tanh_images=True)
+    game = AdversarialTraining(gan, Adam(gan.generator.parameters(), 2e-4, (0.5, 0.999)),
+                               Adam(gan.discriminator.parameters(), 2e-4, (0.5, 0.999)))
+    x = mg.tensor(real)
+
+    def mine():
+        game(x)
+
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return mine, None
+    G = nn.Sequential(nn.ConvTranspose2d(latent, 2 * width, 7, 1, 0, bias=False), nn.BatchNorm2d(2 * width),
+                      nn.ReLU(), nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width),
+                      nn.ReLU(), nn.ConvTranspose2d(width, 1, 4, 2, 1), nn.Tanh())
+    D = nn.Sequential(nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False),
+                      nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2), nn.Conv2d(2 * width, 1, 7))
+    og = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
+    od = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
+    xt = torch.tensor(2 * real - 1)
+    softplus = torch.nn.functional.softplus
+
+    def theirs():
+        with torch.no_grad():
+            fake = G(torch.randn(batch, latent, 1, 1))
+        d_loss = softplus(-D(xt)).mean() + softplus(D(fake)).mean()
+        od.zero_grad()
+        d_loss.backward()
+        od.step()
+        D.requires_grad_(False)
+        g_loss = softplus(-D(G(torch.randn(batch, latent, 1, 1)))).mean()
+        og.zero_grad()
+        g_loss.backward()
+        og.step()
+        D.requires_grad_(True)
+
+    return mine, theirs
+
+
+def run_dcgan_case(repeat=5, rounds=3, settle=1.0, log=print) -> dict:
+    mine, theirs = dcgan_steps(DCGAN_CASE)
+    return run_pair(DCGAN_CASE[0], mine, theirs, "torch", DCGAN_TARGET, repeat, rounds, settle, log)
 
 
 def run_sampling_case(case, log=print) -> dict:
@@ -302,10 +369,15 @@ def run_bench(args) -> int:
         rows += [run_sampling_case(case) for case in SAMPLING_CASES]
         missed = [r["case"] for r in rows if r["speedup"] < r["target_speedup"] or not r["identical"]]
         print("targets met" if not missed else f"targets missed: {', '.join(missed)}")
-    elif args.suite != "rbm":
+    elif args.suite not in ("rbm", "dcgan"):
         print(format_header())
         rows += run_cases(suites[args.suite if args.suite != "all" else "kernels"], args.repeat, args.device,
                           not args.no_reference, args.rounds)
+    if args.suite in ("dcgan", "all") and args.device == "cpu":
+        print(f"\none DCGAN training step (a D step and a G step, Adam), batch {DCGAN_CASE[1]} of 28x28 images, "
+              f"width {DCGAN_CASE[2]}, against the same layers in PyTorch (same thread count)")
+        print(f"{'case':<10} {'minigen ms':>11} {'torch ms':>11} {'ratio':>8} {'target':>8}")
+        rows.append(run_dcgan_case(max(1, args.repeat // 2), args.rounds))
     if args.suite in ("rbm", "all") and args.device == "cpu":
         print("\none CD-1 epoch, 10000x784 binary float32 data, 500 hidden units, batch 100, "
               "against scikit-learn's BernoulliRBM")

@@ -142,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="time the kernels against the NumPy reference "
                                          "(and PyTorch when installed)")
-    bench.add_argument("--suite", default="all", choices=["all", "kernels", "conv", "attention", "rbm", "sampling"],
-                       help="which benchmarks to run (default: all = kernels (conv + attention) + rbm; "
+    bench.add_argument("--suite", default="all",
+                       choices=["all", "kernels", "conv", "attention", "rbm", "dcgan", "sampling"],
+                       help="which benchmarks to run (default: all = kernels (conv + attention) + rbm + dcgan; "
                             "sampling = PixelCNN's naive vs row-window sampler, a few minutes)")
     bench.add_argument("--repeat", type=int, default=10, help="timed runs per block (median)")
     bench.add_argument("--rounds", type=int, default=3,

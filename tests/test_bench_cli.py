@@ -39,3 +39,13 @@ def test_sampling_suite_compares_the_two_samplers(tmp_path, monkeypatch, capsys)
     row = json.loads(out.read_text())["rows"][0]
     assert row["case"] == "tiny" and row["identical"] and row["naive_s"] > 0 and row["incremental_s"] > 0
     assert "identical" in capsys.readouterr().out
+
+
+def test_dcgan_suite_times_one_training_step(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "DCGAN_CASE", ("tiny-dcgan", 4, 4, 8))
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: None)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--suite", "dcgan", "--repeat", "1", "--rounds", "1", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["case"] == "tiny-dcgan" and row["minigen_ms"] > 0
+    assert "DCGAN training step" in capsys.readouterr().out

@@ -9,7 +9,7 @@ import pytest
 
 from minigen.cli import build_parser, main
 
-SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "pixelrnn"], ["train", "realnvp"], ["train", "planar"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"], ["train", "gan"], ["train", "classifier"],
+SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "pixelrnn"], ["train", "realnvp"], ["train", "planar"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"], ["train", "gan"], ["train", "cyclegan"], ["train", "classifier"],
                ["sample"], ["eval"], ["bench"], ["list"]]
 
 
