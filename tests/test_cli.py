@@ -274,8 +274,12 @@ def test_gan_trains_by_algorithm_1_and_is_scored_on_modes(tmp_path, capsys):
                  *small]) == 0
     assert main(["train", "gan", "--data", "ring8", "--steps", "20", "--replay", "0.5", "--name", "rep",
                  "--resume", *small]) == 0
-    code, _, err = run_cli("train", "gan", "--data", "digits", "--steps", "1", "--runs-dir", str(tmp_path))
-    assert code == 2 and "MLP players take points" in err
+    code, _, err = run_cli("train", "gan", "--data", "digits", "--arch", "mlp", "--steps", "1",
+                           "--runs-dir", str(tmp_path))
+    assert code == 2 and "MLP players take unlabelled points" in err
+    code, _, err = run_cli("train", "gan", "--data", "ring8", "--arch", "dcgan", "--steps", "1",
+                           "--runs-dir", str(tmp_path))
+    assert code == 2 and "needs square images" in err
 
 
 @pytest.mark.equation("GAN-5")

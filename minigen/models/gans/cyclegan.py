@@ -31,7 +31,7 @@ import numpy as np
 
 from ... import nn, ops
 from ...autograd import Tensor, no_grad
-from .game import ReplayBuffer, discriminator_loss, generator_loss, value_function
+from .game import CheckpointedStep, ReplayBuffer, discriminator_loss, generator_loss, value_function
 
 __all__ = ["DOMAINS", "thicken", "invert", "ResnetGenerator", "PatchDiscriminator", "CycleGAN",
            "CycleGANTraining"]
@@ -145,9 +145,11 @@ class CycleGAN(nn.Module):
         return (out + 1) / 2
 
 
-class CycleGANTraining:
+class CycleGANTraining(CheckpointedStep):
     """One step: both discriminators ascend their value on real images and pooled past translations,
     then both generators descend the non-saturating adversarial losses plus λ·L_cyc (D's frozen)."""
+
+    _state = ("g_optimizer", "d_optimizer", "pool_x", "pool_y", "g_scheduler", "d_scheduler")
 
     def __init__(self, model: CycleGAN, g_optimizer, d_optimizer, pool_size: int = 50,
                  g_scheduler=None, d_scheduler=None):
@@ -181,20 +183,3 @@ class CycleGANTraining:
             if sched is not None:
                 sched.step()
         return {"d_loss": float(d_loss.item()), "g_adv": float(adv.item()), "cycle": float(cyc.item())}
-
-    def state_dict(self) -> dict:
-        state = {"g_optimizer": self.g_optimizer.state_dict(), "d_optimizer": self.d_optimizer.state_dict(),
-                 "pool_x": self.pool_x.state_dict(), "pool_y": self.pool_y.state_dict()}
-        for name in ("g_scheduler", "d_scheduler"):
-            if getattr(self, name) is not None:
-                state[name] = getattr(self, name).state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        self.g_optimizer.load_state_dict(state["g_optimizer"])
-        self.d_optimizer.load_state_dict(state["d_optimizer"])
-        self.pool_x.load_state_dict(state["pool_x"])
-        self.pool_y.load_state_dict(state["pool_y"])
-        for name in ("g_scheduler", "d_scheduler"):
-            if getattr(self, name) is not None:
-                getattr(self, name).load_state_dict(state[name])

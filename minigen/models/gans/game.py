@@ -35,7 +35,7 @@ from ...autograd import Tensor, grad, no_grad
 
 __all__ = ["LOSSES", "log_d", "log_one_minus_d", "value_function", "discriminator_loss", "generator_loss",
            "gradient_penalty", "optimal_discriminator", "jensen_shannon", "expected_value", "pack",
-           "GAN", "ReplayBuffer", "AdversarialTraining"]
+           "GAN", "ReplayBuffer", "CheckpointedStep", "AdversarialTraining"]
 
 #: generator objectives: the slide's saturating one, the non-saturating one, the WGAN critic's
 LOSSES = ("saturating", "non_saturating", "wasserstein")
@@ -285,7 +285,23 @@ class ReplayBuffer:
             self.items[:self.size] = items
 
 
-class AdversarialTraining:
+class CheckpointedStep:
+    """``state_dict``/``load_state_dict`` over the attributes a training step names in ``_state``
+    (optimizers, schedulers, replay stores; ``None`` ones are skipped), so that the Trainer's
+    checkpoint resumes the step exactly."""
+
+    _state: tuple = ()
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name).state_dict() for name in self._state if getattr(self, name) is not None}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self._state:
+            if getattr(self, name) is not None:
+                getattr(self, name).load_state_dict(state[name])
+
+
+class AdversarialTraining(CheckpointedStep):
     r"""Algorithm 1 (Eq. GAN-2): ``k`` discriminator steps, then one generator step.
 
     One call is one iteration of the outer loop. The batch it receives holds the
@@ -302,6 +318,8 @@ class AdversarialTraining:
     ``state_dict`` holds both optimizers, the replay store and the update counts, so
     the Trainer's checkpoint resumes the game exactly.
     """
+
+    _state = ("g_optimizer", "d_optimizer", "g_scheduler", "d_scheduler", "replay")
 
     def __init__(self, gan: GAN, g_optimizer, d_optimizer, *, k: int = 1, loss: str = "non_saturating",
                  penalty: str | None = None, penalty_weight: float = 10.0, replay: ReplayBuffer | None = None,
@@ -386,17 +404,8 @@ class AdversarialTraining:
 
     # ---- checkpointing (the Trainer saves the GAN module itself)
     def state_dict(self) -> dict:
-        state = {"g_optimizer": self.g_optimizer.state_dict(), "d_optimizer": self.d_optimizer.state_dict(),
-                 "updates": np.array([self.d_updates, self.g_updates])}
-        for name in ("g_scheduler", "d_scheduler", "replay"):
-            if getattr(self, name) is not None:
-                state[name] = getattr(self, name).state_dict()
-        return state
+        return {**super().state_dict(), "updates": np.array([self.d_updates, self.g_updates])}
 
     def load_state_dict(self, state: dict) -> None:
-        self.g_optimizer.load_state_dict(state["g_optimizer"])
-        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        super().load_state_dict(state)
         self.d_updates, self.g_updates = (int(v) for v in np.asarray(state["updates"]))
-        for name in ("g_scheduler", "d_scheduler", "replay"):
-            if getattr(self, name) is not None:
-                getattr(self, name).load_state_dict(state[name])
