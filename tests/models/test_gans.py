@@ -309,8 +309,8 @@ def test_minibatch_discrimination_features():
 def test_maxout_is_the_max_of_its_pieces_and_differentiable():
     layer = randomize(Maxout(3, 4, pieces=2))
     x = mg.tensor(np.random.default_rng(0).standard_normal((5, 3)), requires_grad=True)
-    pieces = layer.linear(x).detach().numpy().reshape(5, 4, 2)
-    np.testing.assert_allclose(layer(x).detach().numpy(), pieces.max(axis=2))
+    pieces = layer.linear(x).detach().numpy().reshape(5, 2, 4)
+    np.testing.assert_allclose(layer(x).detach().numpy(), pieces.max(axis=1))
     gradcheck(lambda x: layer(x), [x])
 
 
