@@ -32,6 +32,8 @@ def add_gan_arguments(parser) -> None:
                         help="class-conditional G(z|y) and D(x|y) (Eq. GAN-7; images with labels)")
     parser.add_argument("--g-hidden", type=int, default=400, help="MLP generator: width (default: 400)")
     parser.add_argument("--g-layers", type=int, default=4, help="MLP generator: hidden layers (default: 4)")
+    parser.add_argument("--g-batchnorm", choices=["on", "off"], default="on",
+                        help="MLP generator: batch normalisation in its hidden layers (default: on, as PacGAN)")
     parser.add_argument("--d-hidden", type=int, default=200, help="MLP discriminator: maxout width (default: 200)")
     parser.add_argument("--d-layers", type=int, default=3, help="MLP discriminator: maxout layers (default: 3)")
     parser.add_argument("--maxout", type=int, default=5, help="MLP discriminator: pieces per unit (default: 5)")
@@ -81,7 +83,8 @@ def build_gan(cfg: dict, image_shape) -> GAN:
             raise ValueError(f"gan: the MLP players take unlabelled points (N, D); got data of shape "
                              f"{tuple(image_shape)} — use --arch dcgan for images")
         dim = int(image_shape[0])
-        generator = mlp_generator(latent, cfg["g_hidden"], cfg["g_layers"], dim)
+        generator = mlp_generator(latent, cfg["g_hidden"], cfg["g_layers"], dim,
+                                  batchnorm=cfg.get("g_batchnorm", "on") == "on")
         discriminator = mlp_discriminator(dim * cfg["packing"], cfg["d_hidden"], cfg["d_layers"], cfg["maxout"],
                                           minibatch_kernels=cfg["minibatch_kernels"])
         return GAN(generator, discriminator, latent, packing=cfg["packing"])
