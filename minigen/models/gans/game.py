@@ -217,6 +217,7 @@ class GAN(nn.Module):
         return 2 * real - 1 if self.tanh_images else real
 
     def generate(self, z: Tensor, labels=None) -> Tensor:
+        """:math:`G(z)`, or :math:`G(z\mid y)` for a conditional GAN, in G's output range."""
         return self.generator(z, labels) if self.num_classes else self.generator(z)
 
     def discriminate(self, x: Tensor, labels=None) -> Tensor:
@@ -226,7 +227,10 @@ class GAN(nn.Module):
         return self.discriminator(pack(x, self.packing)).reshape(-1)
 
     def sample(self, n: int, labels=None) -> np.ndarray:
-        """``n`` samples :math:`G(z)` as a NumPy array, drawn in evaluation mode."""
+        """``n`` samples :math:`G(z)` as a NumPy array, drawn in evaluation mode (a conditional GAN
+        takes ``labels``, a sequence of ``n`` classes, or draws them uniformly)."""
+        if labels is not None and not isinstance(labels, Tensor):
+            labels = ops.tensor(np.asarray(labels), dtype="int64", device=self._device())
         was_training = self.generator.training
         self.generator.eval()
         try:

@@ -154,8 +154,7 @@ def evaluate_gan(model: GAN, train, test, args, progress: bool = False) -> dict:
     judge = load_classifier(getattr(args, "classifier", None) or os.path.join("runs", f"{train.name}-classifier"))
     n = int(getattr(args, "samples", 10000))
     requested = np.arange(n) % model.num_classes if model.num_classes else None
-    samples = np.concatenate([model.sample(min(500, n - i), None if requested is None else
-                                           ops.tensor(requested[i:i + 500], dtype="int64"))
+    samples = np.concatenate([model.sample(min(500, n - i), None if requested is None else requested[i:i + 500])
                               for i in range(0, n, 500)])
     scores = sample_scores(judge, samples, test.images, requested)
     rng = np.random.default_rng(0)
@@ -170,7 +169,7 @@ def gan_figures(model: GAN, run_dir: str, images: np.ndarray) -> list:
     if images.ndim == 4:
         if model.num_classes:
             labels = np.repeat(np.arange(model.num_classes), 10)
-            grid = model.sample(len(labels), ops.tensor(labels, dtype="int64"))
+            grid = model.sample(len(labels), labels)
             caption = "samples G(z | y), one row per class y"
         else:
             grid, caption = model.sample(100), "samples G(z), z ~ N(0, I)"
