@@ -217,7 +217,7 @@ class GAN(nn.Module):
         return 2 * real - 1 if self.tanh_images else real
 
     def generate(self, z: Tensor, labels=None) -> Tensor:
-        """:math:`G(z)`, or :math:`G(z\mid y)` for a conditional GAN, in G's output range."""
+        r""":math:`G(z)`, or :math:`G(z\mid y)` for a conditional GAN, in G's output range."""
         return self.generator(z, labels) if self.num_classes else self.generator(z)
 
     def discriminate(self, x: Tensor, labels=None) -> Tensor:

@@ -115,7 +115,9 @@ def gan_modes_experiment(args, out: str) -> dict:
             cell = {}
             for key in ("modes", "high_quality", "reverse_kl"):
                 v = np.array([r[key] for r in rows], np.float64)
-                cell[key] = {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v))}
+                v = v[np.isfinite(v)]       # the reverse KL is undefined for a run with no high-quality sample
+                cell[key] = {"mean": float(v.mean()) if v.size else float("nan"),
+                             "std": float(v.std()) if v.size else float("nan"), "runs": int(v.size)}
             table[f"{d}/{m}"] = cell
     _print_table(table, datasets, methods, args.gan_seeds)
     figure = _plot(figure_samples, datasets, methods, os.path.join(out, "gan_modes.png"))
