@@ -137,7 +137,8 @@ def add_gan_eval_arguments(parser) -> None:
                         help="image GANs: the `minigen train classifier` run that scores samples "
                              "(default: runs/<data>-classifier)")
     parser.add_argument("--samples", type=int, default=10000,
-                        help="image GANs: samples scored against the test set; cyclegan: test images translated (default: 10000)")
+                        help="image GANs: samples scored against the test set; cyclegan: test images "
+                             "translated (default: 10000)")
 
 
 def evaluate_gan(model: GAN, train, test, args, progress: bool = False) -> dict:
