@@ -604,6 +604,8 @@ def conv2d_forward(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=
     if _pointwise(w.shape, stride, padding, groups):
         return np.matmul(w.reshape(c_out, c_in), x.reshape(n, c_in, h * wd), out=y.reshape(n, c_out, -1)
                          ).reshape(y.shape)
+    if _whole_input((h, wd), w.shape, padding, dilation, groups):
+        return np.matmul(x.reshape(n, -1), w.reshape(c_out, -1).T).reshape(y.shape)
     nthr = _threads(y.size)
     if og < _FEW:
         return _forward_few(x, w, y, stride, padding, dilation, groups, nthr)
@@ -682,6 +684,9 @@ def conv2d_input_grad(g, w, input_shape, stride=(1, 1), padding=(0, 0), dilation
         return dx
     if _pointwise(w.shape, stride, padding, groups):
         np.matmul(w.reshape(c_out, c_in).T, g.reshape(n, c_out, -1), out=dx.reshape(n, c_in, -1))
+        return dx
+    if _whole_input((h, wd), w.shape, padding, dilation, groups):
+        np.matmul(g.reshape(n, c_out), w.reshape(c_out, -1), out=dx.reshape(n, -1))
         return dx
     nthr = _threads(dx.size)
     # Phase (rh, rw) holds the input positions h = rh + sh*a, w = rw + sw*b; its taps
@@ -829,6 +834,8 @@ def conv2d_weight_grad(x, g, weight_shape, stride=(1, 1), padding=(0, 0), dilati
         # dw = sum_n g[n] x[n]^T: a (C_out, C_in) product per image, summed over the batch
         per_image = np.matmul(g.reshape(n, c_out, -1), x.reshape(n, c_in, -1).transpose(0, 2, 1))
         return per_image.sum(axis=0).reshape(c_out, cg, kh, kw)
+    if _whole_input(x.shape[2:], (c_out, cg, kh, kw), padding, dilation, groups):
+        return np.matmul(g.reshape(n, c_out).T, x.reshape(n, -1)).reshape(c_out, cg, kh, kw)
     og = c_out // groups
     phase, ah, aw = _forward_taps(kh, kw, stride, dilation)
     hq, wq, tail = _shifted_grid(x.shape[2:], padding, stride, (out_h, out_w), ah, aw)
@@ -860,6 +867,16 @@ def _pointwise(weight_shape, stride, padding, groups):
     c_out, cg, kh, kw = weight_shape
     return (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0) and groups == 1 \
         and min(c_out, cg) >= _FEW
+
+
+def _whole_input(size, weight_shape, padding, dilation, groups):
+    """A kernel that covers the whole unpadded input: one output pixel per image, and the convolution
+    is a dense layer, ``y[n] = W x[n]`` with W the (C_out, C_in*kh*kw) weight -- DCGAN's first
+    (1x1 -> 7x7, as a transposed convolution) and last (7x7 -> 1) layers. The patch form would pad a
+    1x1 gradient to kh x kw and multiply mostly zeros (50x the work for a 7x7 kernel)."""
+    c_out, cg, kh, kw = weight_shape
+    return tuple(int(v) for v in size) == (kh, kw) and kh * kw > 1 and padding == (0, 0) \
+        and dilation == (1, 1) and groups == 1
 
 
 def _pair(v):

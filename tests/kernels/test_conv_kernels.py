@@ -365,3 +365,25 @@ def test_gpu_non_contiguous_inputs(gpu):
     expected = _run_all(ref, to_host(x), to_host(w), to_host(g), geo)
     for name, a, b in zip(OPS, got, expected):
         _assert_close(to_host(a), b, np.float64, name)
+
+
+@pytest.mark.parametrize("n,c_in,c_out,k,stride", [(3, 5, 4, 7, 1), (2, 100, 16, 7, 1), (4, 3, 6, 4, 2),
+                                                   (1, 2, 3, (3, 5), 1)])
+def test_cpu_whole_input_convolution_is_a_dense_layer(n, c_in, c_out, k, stride):
+    """A kernel as large as the unpadded input (one output pixel; DCGAN's 1x1 -> 7x7 transposed
+    convolution and its 7x7 -> 1 logit) takes the matrix-product path: all three ops against the
+    reference."""
+    kh, kw = (k, k) if isinstance(k, int) else k
+    stride = (stride, stride)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c_in, kh, kw))
+    w = rng.standard_normal((c_out, c_in, kh, kw))
+    g = rng.standard_normal((n, c_out, 1, 1))
+    assert cpu._whole_input((kh, kw), w.shape, (0, 0), (1, 1), 1)
+    np.testing.assert_allclose(cpu.conv2d_forward(x, w, stride), ref.conv2d_forward(x, w, stride), rtol=1e-10)
+    np.testing.assert_allclose(cpu.conv2d_input_grad(g, w, x.shape, stride),
+                               ref.conv2d_input_grad(g, w, x.shape, stride), rtol=1e-10)
+    np.testing.assert_allclose(cpu.conv2d_weight_grad(x, g, w.shape, stride),
+                               ref.conv2d_weight_grad(x, g, w.shape, stride), rtol=1e-10, atol=1e-12)
+    assert not cpu._whole_input((kh + 1, kw), w.shape, (0, 0), (1, 1), 1)
+    assert not cpu._whole_input((kh, kw), w.shape, (1, 1), (1, 1), 1)
