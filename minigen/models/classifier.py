@@ -114,8 +114,9 @@ def load_classifier(run_dir: str) -> DigitClassifier:
     return model
 
 
-def sample_scores(classifier: DigitClassifier, samples, real_images, requested=None) -> dict:
-    """Fréchet distance of ``samples`` to ``real_images`` in the classifier's feature space, the classes
+def sample_scores(classifier: DigitClassifier, samples, real_features, requested=None) -> dict:
+    """Fréchet distance of ``samples`` to real images (``real_features``: their
+    ``classifier.predict(images)[1]``, computed once by the caller) in the classifier's feature space, the classes
     it sees in the samples, and (with ``requested`` labels) how often it sees the requested class.
 
     A class counts as *covered* when at least a tenth of its fair share of the samples
@@ -124,9 +125,8 @@ def sample_scores(classifier: DigitClassifier, samples, real_images, requested=N
     """
     from ..metrics import frechet_distance
     pred, feats = classifier.predict(samples)
-    _, real_feats = classifier.predict(real_images)
     hist = np.bincount(pred, minlength=classifier.num_classes)
-    out = {"frechet_distance": frechet_distance(feats, real_feats), "samples": int(len(pred)),
+    out = {"frechet_distance": frechet_distance(feats, real_features), "samples": int(len(pred)),
            "classes_covered": int((hist >= 0.1 * len(pred) / classifier.num_classes).sum()),
            "class_histogram": hist.tolist()}
     if requested is not None:

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ... import ops, optim
-from .game import LOSSES, PENALTIES, GAN, AdversarialTraining, ReplayBuffer
+from .game import LOSSES, GAN, AdversarialTraining, ReplayBuffer
 from .cyclegan import DOMAINS, CycleGAN, CycleGANTraining
 from .dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init_
 from .networks import mlp_discriminator, mlp_generator
@@ -121,7 +121,6 @@ def gan_trainer_step(model: GAN, cfg: dict, train_images: np.ndarray):
                                                              cfg["lr"] * cfg["d_lr_ratio"] * cfg["min_lr_ratio"])}
     replay = ReplayBuffer(cfg["replay_capacity"], cfg["replay"]) if cfg["replay"] > 0 else None
     penalty = None if cfg["penalty"] == "none" else cfg["penalty"]
-    assert penalty in PENALTIES
     game = AdversarialTraining(model, og, od, k=cfg["k"], loss=cfg["loss"], penalty=penalty,
                                penalty_weight=cfg["penalty_weight"], replay=replay, **schedulers)
     return game, {"game": game}
@@ -157,10 +156,11 @@ def evaluate_gan(model: GAN, train, test, args, progress: bool = False) -> dict:
     requested = np.arange(n) % model.num_classes if model.num_classes else None
     samples = np.concatenate([model.sample(min(500, n - i), None if requested is None else requested[i:i + 500])
                               for i in range(0, n, 500)])
-    scores = sample_scores(judge, samples, test.images, requested)
+    _, test_features = judge.predict(test.images)         # once, for both distances
+    scores = sample_scores(judge, samples, test_features, requested)
     rng = np.random.default_rng(0)
     held_out = train.images[rng.choice(len(train.images), min(n, len(train.images)), replace=False)]
-    scores["frechet_distance_real"] = sample_scores(judge, held_out, test.images)["frechet_distance"]
+    scores["frechet_distance_real"] = sample_scores(judge, held_out, test_features)["frechet_distance"]
     return scores
 
 
