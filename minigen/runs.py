@@ -93,7 +93,7 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
 
     eval_fn = None
     if cfg.get("eval_every") and spec.periodic_eval is not None:
-        eval_fn = spec.periodic_eval(model, test_images(cfg["eval_examples"]), cfg["eval_k"])
+        eval_fn = spec.periodic_eval(model, test_images(cfg["eval_examples"]), cfg)
 
     def sample_fn():            # image grids; points (2-D toys) are drawn by the family's figures
         model.eval()

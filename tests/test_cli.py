@@ -260,14 +260,17 @@ def test_planar_potentials_experiment(tmp_path, capsys):
 def test_gan_trains_by_algorithm_1_and_is_scored_on_modes(tmp_path, capsys):
     small = ["--g-hidden", "16", "--d-hidden", "16", "--runs-dir", str(tmp_path), "--no-progress"]
     assert main(["train", "gan", "--data", "ring8", "--steps", "30", "--k", "2", "--batch-size", "20",
-                 "--packing", "2", "--name", "pac", *small]) == 0
+                 "--packing", "2", "--eval-every", "15", "--name", "pac", *small]) == 0
     capsys.readouterr()
     rows = [json.loads(line) for line in (tmp_path / "pac" / "metrics.jsonl").read_text().splitlines()]
-    assert {"d_loss", "g_loss", "d_real", "d_fake"} <= set(rows[-1])
-    assert rows[-1]["epoch"] == pytest.approx(30 * 2 * 20 * 2 / 50000, abs=1e-3)   # k*m*packing examples a step
+    assert {"d_loss", "g_loss", "d_real", "d_fake"} <= set(rows[-2])
+    assert rows[-2]["epoch"] == pytest.approx(30 * 2 * 20 * 2 / 50000, abs=1e-3)   # k*m*packing examples a step
+    curve = [r for r in rows if "modes/modes" in r]         # the mode scores during training
+    assert [r["step"] for r in curve] == [15, 30]
     assert main(["eval", str(tmp_path / "pac"), "--no-progress"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert 0 <= scores["modes"] <= 8 and sum(scores["counts"]) == round(2500 * scores["high_quality"])
+    assert curve[-1]["modes/high_quality"] == scores["high_quality"]      # same samples, same seed
     assert (tmp_path / "pac" / "gan_samples_2d.png").exists()
     # resuming a finished run with more steps continues the game (optimizers and replay store come back)
     assert main(["train", "gan", "--data", "ring8", "--steps", "10", "--replay", "0.5", "--name", "rep",

@@ -26,7 +26,7 @@ class ModelSpec:
     add_eval_arguments: Callable | None = None
     evaluate: Callable | None = None  # (model, train Dataset, test Dataset, args) -> dict
     figures: Callable | None = None   # (model, run_dir, images) -> [(caption, png path)]
-    periodic_eval: Callable | None = None   # (model, test images, k) -> () -> dict
+    periodic_eval: Callable | None = None   # (model, test images, cfg) -> (() -> dict) or None
     # Families that do not learn by backpropagating a loss (an RBM's contrastive divergence)
     # bring their own update: (model, config, train images) -> (step_fn, {name: checkpointed state}).
     trainer_step: Callable | None = None
@@ -99,7 +99,7 @@ def _specs():
                   "images, --conditional for G(z|y), D(x|y)",
                   gans.add_gan_arguments, gans.build_gan, default_data="ring8", evaluate=gans.evaluate_gan,
                   add_eval_arguments=gans.add_gan_eval_arguments,
-                  figures=gans.gan_figures, trainer_step=gans.gan_trainer_step,
+                  figures=gans.gan_figures, trainer_step=gans.gan_trainer_step, periodic_eval=gans.periodic_modes,
                   examples_per_step=gans.gan_examples_per_step, defaults={"lr": 1e-3, "batch_size": 100}),
         ModelSpec("cyclegan", "CycleGAN (Eq. GAN-8): G: X -> Y, F: Y -> X, two PatchGAN discriminators, "
                   "L_GAN both ways + lambda L_cyc, on images X and their hidden transform Y (--domain)",

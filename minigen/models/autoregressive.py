@@ -492,9 +492,8 @@ def marginal_log_prob(model, images: np.ndarray) -> np.ndarray:
     return top + np.log(np.exp(per_class - top).mean(axis=0))
 
 
-def periodic_nll(model, test_images: np.ndarray, k: int = 0):
-    """A curve point during training: the exact NLL of a fixed test subset (``k`` is unused: nothing is
-    sampled). A class-conditional model is scored with its label summed out."""
+def periodic_nll(model, test_images: np.ndarray, cfg: dict):
+    """A curve point during training: the exact NLL of a fixed test subset. A class-conditional model is scored with its label summed out."""
     def evaluate():
         model.eval()
         log_p = marginal_log_prob(model, test_images) if model.num_classes else _batched_log_prob(model, test_images)

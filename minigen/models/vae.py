@@ -577,9 +577,10 @@ def evaluate_vae(model, train, test, args, progress: bool = True) -> dict:
     return out
 
 
-def periodic_iwae(model, test_images: np.ndarray, k: int = 100):
-    """A cheap curve point during training: mean IWAE-k bound on a fixed test subset."""
+def periodic_iwae(model, test_images: np.ndarray, cfg: dict):
+    """A cheap curve point during training: mean IWAE-k bound (k = ``cfg["eval_k"]``) on a fixed test subset."""
     from ..metrics import iwae_log_likelihood
+    k = int(cfg["eval_k"])
 
     def evaluate():
         model.eval()

@@ -58,8 +58,8 @@ def evaluate_flow(model, train, test, args, progress: bool = True) -> dict:
     return out
 
 
-def periodic_flow_nll(model, test_images: np.ndarray, k: int = 0):
-    """A curve point during training: the NLL of a fixed test subset (``k`` unused)."""
+def periodic_flow_nll(model, test_images: np.ndarray, cfg: dict):
+    """A curve point during training: the NLL of a fixed test subset."""
     def evaluate():
         model.eval()
         value = float(_batched_nll(model, test_images).mean())

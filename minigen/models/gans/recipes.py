@@ -164,6 +164,26 @@ def evaluate_gan(model: GAN, train, test, args, progress: bool = False) -> dict:
     return scores
 
 
+def periodic_modes(model: GAN, test_points: np.ndarray, cfg: dict):
+    """A curve point during training on 2-D data with known modes: the mode scores of
+    ``SAMPLES_SCORED`` samples (the final evaluation's numbers, drawn from a fixed seed). Image GANs
+    have none: their Fréchet distance needs 10,000 samples and the classifier (``minigen eval``)."""
+    from ... import random as mg_random
+    from ...data import TOY_DATASETS, get_toy
+    from ...metrics import mode_coverage
+    toy = get_toy(cfg["data"]) if cfg["data"] in TOY_DATASETS else None
+    if test_points.ndim != 2 or toy is None or not hasattr(toy, "mode_centers"):
+        return None
+
+    def evaluate():
+        state = mg_random.get_rng_state()       # the training stream of random numbers stays untouched
+        mg_random.manual_seed(cfg["seed"])
+        scores = mode_coverage(model.sample(SAMPLES_SCORED), toy.mode_centers, toy.mode_std)
+        mg_random.set_rng_state(state)
+        return {f"modes/{k}": v for k, v in scores.items() if k != "counts"}
+    return evaluate
+
+
 def gan_figures(model: GAN, run_dir: str, images: np.ndarray) -> list:
     """Images: a sample grid (one row per class for a conditional GAN). 2-D: samples in the data's box."""
     from ...viz import save_image_grid, scatter_2d
