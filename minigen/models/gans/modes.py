@@ -42,10 +42,11 @@ def add_gan_modes_arguments(parser) -> None:
     parser.add_argument("--gan-methods", default=",".join(METHODS),
                         help=f"gan-modes: methods among {', '.join(METHODS)} (default: all)")
     parser.add_argument("--gan-seeds", type=int, default=10, help="gan-modes: seeds per cell (default: 10)")
-    parser.add_argument("--gan-steps", type=int, default=5000,
-                        help="gan-modes: iterations of Algorithm 1 per run (default: 5000)")
-    parser.add_argument("--gan-options", default="",
-                        help="gan-modes: extra `minigen train gan` options for every run, e.g. \"--lr 5e-4\"")
+    parser.add_argument("--gan-steps", type=int, default=20000,
+                        help="gan-modes: iterations of Algorithm 1 per run (default: 20000)")
+    parser.add_argument("--gan-options", default="--schedule cosine",
+                        help="gan-modes: extra `minigen train gan` options for every run (default: "
+                             "\"--schedule cosine\": the learning rate decays to 0 over the run)")
     parser.add_argument("--jobs", type=int, default=2, help="gan-modes: runs trained at once, one thread each "
                                                             "(default: 2)")
 
@@ -53,7 +54,8 @@ def add_gan_modes_arguments(parser) -> None:
 def _train_command(data, method, seed, steps, runs_dir, extra, resume) -> list:
     return [sys.executable, "-m", "minigen.cli", "train", "gan", "--data", data, "--steps", str(steps),
             "--seed", str(seed), "--runs-dir", runs_dir, "--name", f"{data}-{method}-s{seed}",
-            "--checkpoint-every", str(max(1, steps // 4)), "--log-every", "250", "--no-progress",
+            "--checkpoint-every", str(max(1, steps // 4)), "--eval-every", str(max(1, steps // 10)),
+            "--log-every", "250", "--no-progress",
             *METHODS[method], *shlex.split(extra), *(["--resume"] if resume else [])]
 
 
@@ -88,7 +90,7 @@ def gan_modes_experiment(args, out: str) -> dict:
     runs_dir = os.path.join(out, "runs")
     cells = [(d, m, s) for d in datasets for m in methods for s in range(args.gan_seeds)]
     todo = []
-    for d, m, s in cells:
+    for d, m, s in sorted(cells, key=lambda cell: cell[2]):   # seed by seed: a whole table early, then spread
         run_dir = os.path.join(runs_dir, f"{d}-{m}-s{s}")
         if not os.path.exists(os.path.join(run_dir, "modes.json")):
             todo.append(_train_command(d, m, s, args.gan_steps, runs_dir, args.gan_options,
