@@ -522,19 +522,26 @@ def test_noise_changes_detail_but_not_the_style_statistics():
     outputs = {}
     for seed in (1, 2):
         captured = []
-        handles = [b.register_forward_hook(lambda m, inp, out: captured.append(out.detach().numpy()))
+        handles = [b.register_forward_hook(lambda m, inp, out: captured.append((inp, out.detach().numpy())))
                    for b in g.blocks]
         image = g.synthesize(w, noises_for(g, 3, seed)).detach().numpy()
         for h in handles:
             h.remove()
         outputs[seed] = (image, captured)
     assert np.abs(outputs[1][0] - outputs[2][0]).max() > 1e-3            # the detail moves
-    for i, (a, b) in enumerate(zip(outputs[1][1], outputs[2][1])):
-        assert np.abs(a - b).max() > 1e-6, i
-        np.testing.assert_allclose(a.mean(axis=(2, 3)), b.mean(axis=(2, 3)), atol=1e-8)   # = y_b, set by A(w)
-        np.testing.assert_allclose(a.std(axis=(2, 3)), b.std(axis=(2, 3)), rtol=2e-3)     # = |y_s| (up to eps)
-        style_out = g.blocks[i].affine(w).detach().numpy()
-        np.testing.assert_allclose(a.mean(axis=(2, 3)), style_out[:, a.shape[1]:], atol=1e-8)
+    for i, block in enumerate(g.blocks):
+        c = block.channels
+        y_s, y_b = np.split(block.affine(w).detach().numpy(), 2, axis=1)      # A(w): the same for both noises
+        outs = []
+        for seed in (1, 2):
+            (x, _, noise), out = outputs[seed][1][i]
+            h = ops.leaky_relu(block.conv(x) + block.noise_weight.reshape(1, c, 1, 1) * noise, 0.2)
+            v = h.detach().numpy().var(axis=(2, 3))
+            np.testing.assert_allclose(out.mean(axis=(2, 3)), y_b, atol=1e-8)                  # μ = y_b
+            np.testing.assert_allclose(out.std(axis=(2, 3)), np.abs(y_s) * np.sqrt(v / (v + style.EPS)),
+                                       rtol=1e-8)                                             # σ = |y_s| (ε aside)
+            outs.append(out)
+        assert np.abs(outs[0] - outs[1]).max() > 1e-6, i
 
 
 @pytest.mark.equation("GAN-10")
@@ -550,6 +557,19 @@ def test_style_mixing_swaps_w_at_the_crossover():
     np.testing.assert_allclose(g.mix(z1, z2, g.num_layers, noises).detach().numpy(),
                                g.synthesize(w1, noises).detach().numpy())
     assert not np.allclose(g.mix(z1, z2, 2, noises).detach().numpy(), g.synthesize(w1, noises).detach().numpy())
+
+
+@pytest.mark.equation("GAN-10")
+def test_style_generator_starts_with_a_different_style_per_sample():
+    """At initialisation w keeps z's scale and distinct z give distinct images (a collapsed start — every
+    sample the same style — is where a StyleGAN run with a shrinking mapping network stayed)."""
+    mg.manual_seed(0)
+    g = style.StyleGenerator(latent_dim=32, w_dim=32, width=8, image_size=8).eval()
+    z = mg.randn(64, 32)
+    w = g.mapping(z).detach().numpy()
+    assert 0.3 < w.std(axis=0).mean() < 3.0                         # z's per-coordinate scale is 1
+    images = g(z).detach().numpy()
+    assert images.std(axis=0).mean() > 0.3 * images.std(axis=(1, 2, 3)).mean()
 
 
 def test_style_generator_trains_in_the_game():

@@ -65,13 +65,21 @@ def adain(x: Tensor, style_scale: Tensor, style_shift: Tensor | None = None, eps
 
 
 class StyleMapping(nn.Module):
-    r"""The mapping network :math:`f: z\mapsto w`: normalise z, then ``layers`` × (Linear → LeakyReLU 0.2)."""
+    r"""The mapping network :math:`f: z\mapsto w`: normalise z, then ``layers`` × (Linear → LeakyReLU 0.2).
+
+    He-initialised (std :math:`\sqrt{2/((1+0.2^2)\,\mathrm{fan_{in}})}`, zero biases) so that w keeps
+    z's scale through the layers: with the default initialisation w shrinks ~3× per layer, every
+    sample gets nearly the same style and the generator starts (and can stay) collapsed.
+    """
 
     def __init__(self, latent_dim: int = 64, w_dim: int = 64, layers: int = 4):
         super().__init__()
         mods, width = [], latent_dim
         for _ in range(layers):
-            mods += [nn.Linear(width, w_dim), nn.LeakyReLU(0.2)]
+            linear = nn.Linear(width, w_dim)
+            nn.init.normal_(linear.weight, 0.0, float(np.sqrt(2 / (1.04 * width))))
+            nn.init.zeros_(linear.bias)
+            mods += [linear, nn.LeakyReLU(0.2)]
             width = w_dim
         self.net = nn.Sequential(*mods)
 
@@ -83,8 +91,9 @@ class StyleMapping(nn.Module):
 class StyleBlock(nn.Module):
     r"""3×3 conv → + B·noise → LeakyReLU → AdaIN with :math:`(y_s, y_b)=A(w)`.
 
-    "A" is a learned affine map of w (its scale part starts at 1); "B" a learned
-    per-channel weight on one noise image per sample, broadcast to all channels.
+    "A" is a learned affine map of w (its scale part centred on 1, weights ~ N(0, 1/w_dim) as in
+    StyleGAN: zero weights would start every sample with the same style); "B" a learned per-channel
+    weight on one noise image per sample, broadcast to all channels.
     """
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int):
@@ -92,7 +101,7 @@ class StyleBlock(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.noise_weight = nn.Parameter(ops.zeros(out_channels))                # B
         self.affine = nn.Linear(w_dim, 2 * out_channels)                          # A
-        nn.init.zeros_(self.affine.weight)
+        nn.init.normal_(self.affine.weight, 0.0, 1.0 / np.sqrt(w_dim))
         self.affine.bias.data[...] = np.concatenate([np.ones(out_channels), np.zeros(out_channels)])
         self.channels = out_channels
 
