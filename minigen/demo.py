@@ -73,11 +73,39 @@ DEMOS = [
      "come from Gibbs sampling in the top RBM and one pass down. Scored by its variational bound.",
      ["dbn", "--hidden", "64,64", "--steps", "4000", "--batch-size", "64", "--cd-k", "5", "--momentum", "0.5",
       "--lr", "0.02"]),
+
+    ("The judge: a small digit classifier",
+     "Two stages of 3x3 convolutions, batch norm and max-pooling, and a 128-unit feature layer. The GANs "
+     "below are scored with it: Fréchet distance on its features, class accuracy of G(z | y).",
+     ["classifier", "--data", "digits", "--binarize", "none", "--steps", "1500", "--batch-size", "64",
+      "--lr", "2e-3", "--schedule", "cosine"]),
+    ("PacGAN2 on a ring of 8 Gaussians (Eq. GAN-2, GAN-5)",
+     "Algorithm 1 with MLP players, the discriminator judging packs of two samples; modes captured and "
+     "high-quality samples (within 3σ of a mode) as in PacGAN's Table 1 (`minigen eval gan-modes` has all remedies).",
+     ["gan", "--data", "ring8", "--packing", "2", "--g-hidden", "128", "--d-hidden", "128", "--steps", "3000",
+      "--schedule", "cosine"]),
+    ("Conditional DCGAN (Eq. GAN-6, GAN-7)",
+     "Transposed convolutions in G, strided ones in D, batch norm, ReLU/Tanh and LeakyReLU; G reads [z, onehot(y)], "
+     "D projects a class embedding onto its features. Each row of samples is one class.",
+     ["gan", "--data", "digits", "--binarize", "none", "--conditional", "--width", "32", "--batch-size", "64",
+      "--lr", "2e-4", "--steps", "3000"]),
+    ("A small StyleGAN (Eq. GAN-9, GAN-10)",
+     "Mapping network z → w, AdaIN styles A(w) per block, per-pixel noise B, R1 penalty on D. Style mixing: "
+     "the first block(s) from one w, the rest from another; noise variation: one w, fresh noise.",
+     ["gan", "--data", "digits", "--binarize", "none", "--arch", "stylegan", "--width", "32", "--penalty", "r1",
+      "--penalty-weight", "1", "--batch-size", "32", "--lr", "2e-4", "--steps", "3000"]),
+    ("CycleGAN: digits ↔ thickened digits (Eq. GAN-8)",
+     "Two generators and two PatchGAN discriminators, L_GAN both ways + λ L_cyc on unpaired halves of each "
+     "batch; the hidden pairing gives the true translation error.",
+     ["cyclegan", "--data", "digits", "--binarize", "none", "--domain", "thicken", "--width", "16",
+      "--steps", "1000"]),
 ]
 
 # The metrics table: each family's headline numbers (log-probabilities are in nats per image).
-TABLE_COLUMNS = ("test_nll", "true_entropy", "test_nll_iwae1000", "test_elbo", "test_log_prob_ais", "test_bound_ais", "bits_per_dim",
-                 "linear_probe_accuracy")
+TABLE_COLUMNS = ("test_nll", "true_entropy", "test_nll_iwae1000", "test_elbo", "test_log_prob_ais", "test_bound_ais",
+                 "bits_per_dim", "linear_probe_accuracy", "test_accuracy", "modes", "high_quality",
+                 "frechet_distance", "frechet_distance_real", "class_accuracy", "cycle_error_x",
+                 "translation_error_x2y", "label_agreement_x_gx")
 
 # The pictures a run folder may hold, in gallery order, with their captions.
 FIGURES = [("samples, one pixel at a time", "ar_samples.png"),
@@ -92,6 +120,11 @@ FIGURES = [("samples, one pixel at a time", "ar_samples.png"),
            ("top-down samples", "dbn_samples.png"),
            ("filters: weights into the hidden units", "filters.png"),
            ("first-layer filters", "dbn_filters.png"),
+           ("generator samples", "gan_samples_2d.png"),
+           ("samples of G", "gan_samples.png"),
+           ("style mixing", "style_mixing.png"),
+           ("noise variation", "style_noise.png"),
+           ("x, G(x), F(G(x)); y, F(y), G(F(y))", "cyclegan.png"),
            ("training curves", "loss.png")]
 
 
@@ -104,7 +137,7 @@ def run_demo(args) -> str:
 
     root = os.path.join(args.runs_dir, "demo")
     parser = build_parser()
-    sections = []
+    sections, judge = [], []            # the classifier run, once trained, scores the image GANs
     for i, (title, text, argv) in enumerate(DEMOS):
         name = f"{i + 1}-{argv[0]}"
         data = [] if "--data" in argv else ["--data", "digits", "--binarize", "dynamic"]
@@ -119,7 +152,10 @@ def run_demo(args) -> str:
         cfg.update(name=name, command="minigen " + " ".join(argv), resume=os.path.exists(
             os.path.join(root, name, "checkpoint.npz")))
         run_dir, _ = train(get_spec(train_args.model), cfg, progress=not args.no_progress)
-        eval_args = parser.parse_args(["eval", run_dir, "--k", "1000", "--seed", str(args.seed)])
+        if argv[1] == "classifier":
+            judge = ["--classifier", run_dir]
+        eval_args = parser.parse_args(["eval", run_dir, "--k", "1000", "--seed", str(args.seed), "--samples", "2000",
+                                       *judge])
         metrics = evaluate(run_dir, eval_args, progress=False)
         images = [(caption, os.path.join(run_dir, png)) for caption, png in FIGURES
                   if os.path.exists(os.path.join(run_dir, png))]
