@@ -87,13 +87,11 @@ DEMOS = [
     ("Conditional DCGAN (Eq. GAN-6, GAN-7)",
      "Transposed convolutions in G, strided ones in D, batch norm, ReLU/Tanh and LeakyReLU; G reads [z, onehot(y)], "
      "D projects a class embedding onto its features. Each row of samples is one class.",
-     ["gan", "--data", "digits", "--binarize", "none", "--conditional", "--width", "32", "--batch-size", "64",
-      "--lr", "2e-4", "--steps", "3000"]),
+     ["cgan", "--data", "digits", "--binarize", "none", "--width", "32", "--steps", "3000"]),
     ("A small StyleGAN (Eq. GAN-9, GAN-10)",
      "Mapping network z → w, AdaIN styles A(w) per block, per-pixel noise B, R1 penalty on D. Style mixing: "
      "the first block(s) from one w, the rest from another; noise variation: one w, fresh noise.",
-     ["gan", "--data", "digits", "--binarize", "none", "--arch", "stylegan", "--width", "32", "--penalty", "r1",
-      "--penalty-weight", "1", "--batch-size", "32", "--lr", "2e-4", "--steps", "3000"]),
+     ["stylegan", "--data", "digits", "--binarize", "none", "--width", "32", "--steps", "3000"]),
     ("CycleGAN: digits ↔ thickened digits (Eq. GAN-8)",
      "Two generators and two PatchGAN discriminators, L_GAN both ways + λ L_cyc on unpaired halves of each "
      "batch; the hidden pairing gives the true translation error.",

@@ -9,7 +9,7 @@ import pytest
 
 from minigen.cli import build_parser, main
 
-SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "pixelrnn"], ["train", "realnvp"], ["train", "planar"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"], ["train", "gan"], ["train", "cyclegan"], ["train", "classifier"],
+SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "pixelrnn"], ["train", "realnvp"], ["train", "planar"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"], ["train", "gan"], ["train", "dcgan"], ["train", "cgan"], ["train", "stylegan"], ["train", "cyclegan"], ["train", "classifier"],
                ["sample"], ["eval"], ["bench"], ["list"]]
 
 
@@ -112,7 +112,7 @@ def test_demo_writes_the_gallery(tmp_path):
     assert os.path.exists(folders["planar"] / "flow_density.png")
     # the GAN family, scored by the demo's own classifier
     gans = {tuple(argv[:4]): tmp_path / "demo" / f"{i + 1}-{argv[0]}" for i, (_, _, argv) in enumerate(DEMOS)
-            if argv[0] in ("gan", "cyclegan")}
+            if argv[0] in ("gan", "cgan", "stylegan", "cyclegan")}
     pictures = {p.name for folder in gans.values() for p in folder.iterdir()}
     assert {"gan_samples_2d.png", "gan_samples.png", "style_mixing.png", "style_noise.png", "cyclegan.png"} <= pictures
     for column in ("test_nll", "true_entropy", "test_nll_iwae1000", "test_log_prob_ais", "test_bound_ais",
@@ -328,3 +328,19 @@ def test_image_gans_are_scored_by_a_trained_classifier(tmp_path, capsys):
     assert (tmp_path / "cgan" / "gan_samples.png").exists()
     code, _, err = run_cli("eval", str(tmp_path / "cgan"), "--classifier", str(tmp_path / "nothing"))
     assert code == 2 and "minigen train classifier" in err
+
+
+@pytest.mark.equation("GAN-10")
+def test_gan_presets_are_the_gan_recipe_with_other_defaults(tmp_path):
+    from minigen.models.gans.style import StyleGenerator
+    from minigen.runs import load_run
+    parser = build_parser()
+    cgan = parser.parse_args(["train", "cgan"])
+    assert (cgan.arch, cgan.conditional, cgan.data, cgan.lr) == ("dcgan", True, "mnist", 2e-4)
+    style = parser.parse_args(["train", "stylegan", "--penalty", "none"])          # options still override
+    assert (style.arch, style.penalty, parser.parse_args(["train", "stylegan"]).penalty) == ("stylegan", "none", "r1")
+    assert main(["train", "stylegan", "--data", "digits", "--binarize", "none", "--width", "8", "--steps", "2",
+                 "--batch-size", "8", "--runs-dir", str(tmp_path), "--name", "s", "--no-progress"]) == 0
+    _, cfg, model = load_run(str(tmp_path / "s"))
+    assert cfg["model"] == "stylegan" and isinstance(model.generator, StyleGenerator)
+    assert (tmp_path / "s" / "style_mixing.png").exists()

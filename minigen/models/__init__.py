@@ -45,6 +45,9 @@ def _specs():
     from . import classifier
     exact = dict(default_data="binarized-mnist", evaluate=ar.evaluate_autoregressive,
                  figures=ar.autoregressive_figures, periodic_eval=ar.periodic_nll)
+    game = dict(evaluate=gans.evaluate_gan, add_eval_arguments=gans.add_gan_eval_arguments, figures=gans.gan_figures,
+                trainer_step=gans.gan_trainer_step, periodic_eval=gans.periodic_modes,
+                examples_per_step=gans.gan_examples_per_step)     # every GAN preset is `gan` with other defaults
     return [
         ModelSpec("fvsbn", "fully visible sigmoid belief net (Eq. AR-1): a logistic regression per pixel on the "
                   "pixels before it", ar.add_fvsbn_arguments, ar.build_fvsbn, **exact,
@@ -97,10 +100,16 @@ def _specs():
         ModelSpec("gan", "generative adversarial net (Eq. GAN-1..7) trained by Algorithm 1: MLP players on 2-D "
                   "points (--packing, --minibatch-kernels, --replay against mode collapse) or DCGAN on "
                   "images, --conditional for G(z|y), D(x|y)",
-                  gans.add_gan_arguments, gans.build_gan, default_data="ring8", evaluate=gans.evaluate_gan,
-                  add_eval_arguments=gans.add_gan_eval_arguments,
-                  figures=gans.gan_figures, trainer_step=gans.gan_trainer_step, periodic_eval=gans.periodic_modes,
-                  examples_per_step=gans.gan_examples_per_step, defaults={"lr": 1e-3, "batch_size": 100}),
+                  gans.add_gan_arguments, gans.build_gan, default_data="ring8", **game,
+                  defaults={"lr": 1e-3, "batch_size": 100}),
+        ModelSpec("dcgan", "DCGAN (Eq. GAN-6): `gan --arch dcgan`", gans.gan_preset_arguments("dcgan"),
+                  gans.build_gan, default_data="mnist", **game, defaults={"lr": 2e-4, "batch_size": 64}),
+        ModelSpec("cgan", "conditional DCGAN (Eq. GAN-7): `gan --arch dcgan --conditional`",
+                  gans.gan_preset_arguments("cgan"), gans.build_gan, default_data="mnist", **game,
+                  defaults={"lr": 2e-4, "batch_size": 64}),
+        ModelSpec("stylegan", "small StyleGAN (Eq. GAN-9, GAN-10) against an R1-penalised DCGAN discriminator: "
+                  "`gan --arch stylegan --penalty r1 --penalty-weight 1`", gans.gan_preset_arguments("stylegan"),
+                  gans.build_gan, default_data="mnist", **game, defaults={"lr": 2e-4, "batch_size": 32}),
         ModelSpec("cyclegan", "CycleGAN (Eq. GAN-8): G: X -> Y, F: Y -> X, two PatchGAN discriminators, "
                   "L_GAN both ways + lambda L_cyc, on images X and their hidden transform Y (--domain)",
                   gans.add_cyclegan_arguments, gans.build_cyclegan, default_data="mnist",

@@ -57,6 +57,22 @@ def add_gan_arguments(parser) -> None:
     parser.add_argument("--d-lr-ratio", type=float, default=1.0, help="D's learning rate / G's (default: 1)")
 
 
+#: ``minigen train dcgan|cgan|stylegan``: ``gan`` with the image players chosen (any option still overrides)
+PRESETS = {
+    "dcgan": {"arch": "dcgan"},
+    "cgan": {"arch": "dcgan", "conditional": True},
+    "stylegan": {"arch": "stylegan", "penalty": "r1", "penalty_weight": 1.0},
+}
+
+
+def gan_preset_arguments(name: str):
+    """``add_gan_arguments`` with the defaults of preset ``name`` (:data:`PRESETS`)."""
+    def add(parser) -> None:
+        add_gan_arguments(parser)
+        parser.set_defaults(**PRESETS[name])
+    return add
+
+
 def gan_examples_per_step(cfg: dict) -> int:
     """One Trainer step is one iteration of Algorithm 1: k minibatches of m (× packing) examples."""
     return cfg["k"] * cfg["batch_size"] * cfg["packing"]
