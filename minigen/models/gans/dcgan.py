@@ -57,21 +57,16 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """A (C, S, S) image (and a class) → one logit: two strided convolutions and a whole-map one.
+    """A (C, S, S) image (and a class) → one logit: two strided convolutions and a whole-map one."""
 
-    ``batchnorm=False`` drops the batch norm: StyleGAN's D has none (R1 regularises it instead), so its
-    verdict on an image does not depend on the rest of the batch.
-    """
-
-    def __init__(self, width: int = 64, channels: int = 1, image_size: int = 28, num_classes: int | None = None,
-                 batchnorm: bool = True):
+    def __init__(self, width: int = 64, channels: int = 1, image_size: int = 28, num_classes: int | None = None):
         super().__init__()
         _check_size("DCGANDiscriminator", image_size)
         self.num_classes = num_classes
         self.features = nn.Sequential(
             nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),                # S/2, no BN on the input
-            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=not batchnorm),
-            *([nn.BatchNorm2d(2 * width)] if batchnorm else []), nn.LeakyReLU(0.2))   # S/4
+            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2))                           # S/4
         self.out = nn.Conv2d(2 * width, 1, image_size // 4)                         # the logit
         self.embed = nn.Embedding(num_classes, 2 * width) if num_classes else None
 
