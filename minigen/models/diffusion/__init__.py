@@ -1,0 +1,14 @@
+r"""Diffusion models — the lecture's last section, Eq. DIF-3 … DIF-17.
+
+* :mod:`.process` — schedules (linear, cosine, any SNR), the forward process
+  q(x_t | x_{t-1}) and q(x_t | x_0), the posterior q(x_{t-1} | x_t, x_0), the
+  ε / x_0 / v parameterisations, the Gaussian KL terms of the bound, their
+  weights λ_t, the prior term L_T and the discrete decoder L_0.
+"""
+from .process import (NoiseSchedule, coefficient, default_sigma2, discretized_gaussian_log_likelihood, gaussian_kl,
+                      loss_weight, mean_from_eps, predict_eps, predict_v, predict_x0, prior_kl, q_posterior, q_sample,
+                      q_step, x0_from_v)
+
+__all__ = ["NoiseSchedule", "coefficient", "default_sigma2", "discretized_gaussian_log_likelihood", "gaussian_kl",
+           "loss_weight", "mean_from_eps", "predict_eps", "predict_v", "predict_x0", "prior_kl", "q_posterior",
+           "q_sample", "q_step", "x0_from_v"]

@@ -1,0 +1,223 @@
+"""Diffusion: the forward process, its posterior, the parameterisations and the bound's terms."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import minigen as mg
+from minigen.models.diffusion import (NoiseSchedule, default_sigma2, discretized_gaussian_log_likelihood,
+                                      gaussian_kl, loss_weight, mean_from_eps, predict_eps, predict_v, predict_x0,
+                                      prior_kl, q_posterior, q_sample, q_step, x0_from_v)
+
+
+def t64(a):
+    return mg.tensor(np.asarray(a, np.float64))
+
+
+schedules = st.lists(st.floats(1e-4, 0.6), min_size=2, max_size=30).map(NoiseSchedule)
+
+
+# --------------------------------------------------------------------------- Eq. DIF-3, DIF-4, DIF-5
+
+
+@pytest.mark.equation("DIF-3")
+def test_one_forward_step_has_the_stated_mean_and_variance():
+    s, n = NoiseSchedule.linear(), 200_000
+    rng = np.random.default_rng(0)
+    x_prev = np.full((n, 3), [-1.0, 0.2, 0.9])
+    t = np.full(n, 700)
+    x = q_step(s, t64(x_prev), t, t64(rng.standard_normal((n, 3)))).numpy()
+    beta = s.betas[699]
+    se = np.sqrt(beta / n)
+    np.testing.assert_allclose(x.mean(0), np.sqrt(1 - beta) * x_prev[0], atol=5 * se)
+    np.testing.assert_allclose(x.var(0), beta, rtol=5 * np.sqrt(2 / n))
+
+
+@pytest.mark.equation("DIF-4")
+@settings(max_examples=40, deadline=None)
+@given(schedules, st.data())
+def test_composing_single_steps_gives_the_closed_form_kernel(s, data):
+    """x_t = a x_0 + (noise of variance v): each step maps a -> sqrt(alpha) a, v -> alpha v + beta."""
+    t = data.draw(st.integers(1, s.T))
+    a, v = 1.0, 0.0
+    for step in range(t):
+        a, v = np.sqrt(s.alphas[step]) * a, s.alphas[step] * v + s.betas[step]
+    assert a == pytest.approx(np.sqrt(s.alpha_bars[t - 1]), rel=1e-12)
+    assert v == pytest.approx(1 - s.alpha_bars[t - 1], rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.equation("DIF-4")
+def test_sampled_chains_match_the_one_jump_kernel():
+    s, n, t = NoiseSchedule.cosine(T=50), 100_000, 30
+    rng = np.random.default_rng(1)
+    x0 = t64(np.full((n, 1), 1.5))
+    x = x0
+    for step in range(1, t + 1):
+        x = q_step(s, x, np.full(n, step), t64(rng.standard_normal((n, 1))))
+    jump = q_sample(s, x0, np.full(n, t), t64(rng.standard_normal((n, 1)))).numpy()
+    for sample in (x.numpy(), jump):
+        assert sample.mean() == pytest.approx(np.sqrt(s.alpha_bars[t - 1]) * 1.5, abs=0.01)
+        assert sample.var() == pytest.approx(1 - s.alpha_bars[t - 1], rel=0.02)
+    for schedule in (NoiseSchedule.linear(), NoiseSchedule.cosine()):
+        assert schedule.alpha_bars[-1] < 1e-4                       # x_T forgets x_0
+
+
+@pytest.mark.equation("DIF-5")
+def test_diffused_mixture_matches_the_analytic_mixture():
+    """q(x_t) of a Gaussian mixture is the mixture of the diffused components:
+    N(sqrt(abar) mu_k, abar sigma_k^2 + 1 - abar)."""
+    from math import erf
+    s, n = NoiseSchedule.linear(), 200_000
+    rng = np.random.default_rng(2)
+    means, stds = np.array([-2.0, 1.5]), np.array([0.3, 0.5])
+    k = rng.integers(0, 2, n)
+    x0 = means[k] + stds[k] * rng.standard_normal(n)
+    for t in (1, 100, 400, 1000):
+        xt = np.sort(q_sample(s, t64(x0[:, None]), np.full(n, t), t64(rng.standard_normal((n, 1)))).numpy().ravel())
+        ab = s.alpha_bars[t - 1]
+        m, sd = np.sqrt(ab) * means, np.sqrt(ab * stds ** 2 + 1 - ab)
+        cdf = np.mean([[0.5 * (1 + erf((x - mk) / (sk * np.sqrt(2)))) for x in xt[::100]]
+                       for mk, sk in zip(m, sd)], axis=0)
+        empirical = (np.arange(0, n, 100) + 0.5) / n
+        assert np.abs(cdf - empirical).max() < 0.006, t            # Kolmogorov-Smirnov distance
+
+
+# --------------------------------------------------------------------------- Eq. DIF-8, DIF-10
+
+
+@pytest.mark.equation("DIF-8")
+@settings(max_examples=60, deadline=None)
+@given(schedules, st.data())
+def test_posterior_is_bayes_rule_for_the_gaussian_product(s, data):
+    """q(x_{t-1} | x_t, x_0) ∝ q(x_t | x_{t-1}) q(x_{t-1} | x_0): precisions add, means average by them."""
+    t = data.draw(st.integers(2, s.T))
+    x0, xt = data.draw(st.floats(-3, 3)), data.draw(st.floats(-3, 3))
+    mean, var = q_posterior(s, t64([[x0]]), t64([[xt]]), [t])
+    alpha, beta, prior_var = s.alphas[t - 1], s.betas[t - 1], 1 - s.alpha_bars[t - 2]
+    precision = alpha / beta + 1 / prior_var          # N(x_t; sqrt(a) x_{t-1}, b) as a function of x_{t-1}
+    bayes_mean = (np.sqrt(alpha) * xt / beta + np.sqrt(s.alpha_bars[t - 2]) * x0 / prior_var) / precision
+    assert var.item() == pytest.approx(1 / precision, rel=1e-9)
+    assert mean.item() == pytest.approx(bayes_mean, rel=1e-8, abs=1e-10)
+
+
+def test_posterior_at_the_first_step_is_the_data_point():
+    s = NoiseSchedule.linear(T=10)
+    mean, var = q_posterior(s, t64([[0.3, -0.7]]), t64([[5.0, 2.0]]), [1])
+    np.testing.assert_allclose(mean.numpy(), [[0.3, -0.7]], atol=1e-12)
+    assert var.item() == 0.0
+
+
+@pytest.mark.equation("DIF-10")
+@settings(max_examples=60, deadline=None)
+@given(schedules, st.data())
+def test_eps_form_of_the_posterior_mean_equals_the_x0_form(s, data):
+    t = data.draw(st.integers(1, s.T), label="t")
+    rng = np.random.default_rng(data.draw(st.integers(0, 1000), label="seed"))
+    x0, eps = t64(rng.standard_normal((4, 3))), t64(rng.standard_normal((4, 3)))
+    steps = np.full(4, t)
+    xt = q_sample(s, x0, steps, eps)
+    mean, _ = q_posterior(s, x0, xt, steps)
+    np.testing.assert_allclose(mean_from_eps(s, xt, steps, eps).numpy(), mean.numpy(), rtol=1e-7, atol=1e-8)
+    # the three parameterisations carry the same information
+    np.testing.assert_allclose(predict_x0(s, xt, steps, eps).numpy(), x0.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(predict_eps(s, xt, steps, x0).numpy(), eps.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(x0_from_v(s, xt, steps, predict_v(s, x0, steps, eps)).numpy(), x0.numpy(),
+                               atol=1e-9)
+
+
+# --------------------------------------------------------------------------- Eq. DIF-9, DIF-11, DIF-7
+
+
+@pytest.mark.equation("DIF-9")
+@pytest.mark.equation("DIF-11")
+def test_weighted_eps_loss_is_the_kl_up_to_a_constant():
+    """KL(q(x_{t-1}|x_t,x_0) || p_theta(x_{t-1}|x_t)) = ||mu~ - mu_theta||^2 / (2 sigma^2) + C(t), and with
+    mu written through eps the first term is lambda_t ||eps - eps_theta||^2 (per dimension)."""
+    s = NoiseSchedule.linear(T=100)
+    sigma2 = default_sigma2(s)
+    lam = loss_weight(s)
+    rng = np.random.default_rng(3)
+    x0, eps = t64(rng.standard_normal((5, 4))), t64(rng.standard_normal((5, 4)))
+    for t in (2, 17, 60, 100):
+        steps = np.full(5, t)
+        xt = q_sample(s, x0, steps, eps)
+        true_mean, true_var = q_posterior(s, x0, xt, steps)
+        constants = []
+        for trial in range(3):                              # three different networks' predictions
+            eps_theta = t64(rng.standard_normal((5, 4)))
+            mu_theta = mean_from_eps(s, xt, steps, eps_theta)
+            kl = gaussian_kl(true_mean, true_var, mu_theta, sigma2[t - 1]).numpy()
+            quadratic = ((true_mean - mu_theta) ** 2).numpy() / (2 * sigma2[t - 1])
+            np.testing.assert_allclose(quadratic, lam[t - 1] * ((eps - eps_theta) ** 2).numpy(), rtol=1e-7)
+            constants.append(kl - quadratic)
+        np.testing.assert_allclose(constants[0], constants[1], atol=1e-10)     # C(t): no theta in it
+        np.testing.assert_allclose(constants[0], constants[2], atol=1e-10)
+        ratio = true_var.numpy()[0, 0] / sigma2[t - 1]
+        np.testing.assert_allclose(constants[0], 0.5 * (ratio - 1 - np.log(ratio)), atol=1e-10)
+
+
+def test_gaussian_kl_matches_monte_carlo_and_vanishes_on_equal_arguments():
+    rng = np.random.default_rng(4)
+    m1, v1, m2, v2 = 0.3, 0.5, -0.4, 1.7
+    x = m1 + np.sqrt(v1) * rng.standard_normal(400_000)
+    log_ratio = -0.5 * (x - m1) ** 2 / v1 - 0.5 * np.log(v1) + 0.5 * (x - m2) ** 2 / v2 + 0.5 * np.log(v2)
+    assert gaussian_kl(t64([m1]), v1, t64([m2]), v2).item() == pytest.approx(log_ratio.mean(), abs=0.005)
+    assert gaussian_kl(t64([m1]), v1, t64([m1]), v1).item() == pytest.approx(0.0, abs=1e-15)
+
+
+@pytest.mark.equation("DIF-7")
+def test_prior_term_has_no_parameter_and_vanishes_for_the_default_schedules():
+    x0 = t64(np.random.default_rng(5).uniform(-1, 1, (8, 10)))
+    for s in (NoiseSchedule.linear(), NoiseSchedule.cosine()):
+        assert prior_kl(s, x0).numpy().max() < 1e-4
+    short = NoiseSchedule.linear(T=10)                       # a short chain does not reach N(0, I)
+    assert prior_kl(short, x0).numpy().mean() > 0.01
+
+
+# --------------------------------------------------------------------------- Eq. DIF-12
+
+
+@pytest.mark.equation("DIF-12")
+@settings(max_examples=30, deadline=None)
+@given(st.floats(-1.5, 1.5), st.floats(-7.0, 0.5))
+def test_decoder_probabilities_over_256_bins_sum_to_one(mean, log_scale):
+    levels = np.linspace(-1, 1, 256)[:, None]                 # every grey level, one per row
+    log_p = discretized_gaussian_log_likelihood(t64(levels), t64(np.full_like(levels, mean)),
+                                                t64(np.full_like(levels, log_scale))).numpy()
+    assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-9)
+    assert np.all(log_p <= 1e-12)
+
+
+def test_decoder_edge_bins_are_open():
+    """Far outside [-1, 1] the mean still gives the edge level all the mass (Ho et al. eq. 13)."""
+    x = t64([[-1.0], [1.0]])
+    log_p = discretized_gaussian_log_likelihood(x, t64([[-5.0], [5.0]]), t64([[-2.0], [-2.0]])).numpy()
+    np.testing.assert_allclose(log_p, 0.0, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- Eq. DIF-16
+
+
+@pytest.mark.equation("DIF-16")
+def test_snr_decreases_for_every_schedule_and_defines_it():
+    snr = np.exp(np.linspace(8, -8, 200))
+    for s in (NoiseSchedule.linear(), NoiseSchedule.cosine(), NoiseSchedule.linear(T=10, beta_end=0.5),
+              NoiseSchedule.from_snr(snr)):
+        assert np.all(np.diff(s.snr) < 0)
+        assert np.all(s.posterior_variance <= s.betas)            # beta~_t <= beta_t: the two sigma^2 choices
+    np.testing.assert_allclose(NoiseSchedule.from_snr(snr).snr, snr, rtol=1e-9)
+    linear = NoiseSchedule.linear()
+    np.testing.assert_allclose(NoiseSchedule.from_snr(linear.snr).betas, linear.betas, rtol=1e-7)
+
+
+def test_bad_schedules_and_steps_are_refused():
+    with pytest.raises(ValueError, match="beta_t must lie in"):
+        NoiseSchedule([0.1, 1.0])
+    with pytest.raises(ValueError, match="T must be a positive integer"):
+        NoiseSchedule.linear(T=0)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        NoiseSchedule.from_snr([1.0, 2.0])
+    s = NoiseSchedule.linear(T=10)
+    with pytest.raises(ValueError, match="steps t must lie in 1..10"):
+        q_sample(s, t64(np.zeros((2, 3))), [0, 3], t64(np.zeros((2, 3))))
+    with pytest.raises(ValueError, match=r"one step per example, shape \(2,\)"):
+        q_sample(s, t64(np.zeros((2, 3))), [1, 2, 3], t64(np.zeros((2, 3))))
