@@ -572,6 +572,21 @@ def test_style_generator_starts_with_a_different_style_per_sample():
     assert images.std(axis=0).mean() > 0.3 * images.std(axis=(1, 2, 3)).mean()
 
 
+def test_style_mapping_network_learns_a_hundred_times_slower():
+    g = style.StyleGenerator(latent_dim=8, w_dim=8, width=8, image_size=8, mapping_layers=2)
+    groups = g.parameter_groups(1e-3)
+    assert [group["lr"] for group in groups] == [pytest.approx(1e-5), 1e-3]
+    ids = [id(p) for group in groups for p in group["params"]]
+    assert sorted(ids) == sorted(id(p) for p in g.parameters()) and len(set(ids)) == len(ids)
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in g.mapping.parameters()}
+    from minigen.models.gans.recipes import gan_trainer_step
+    cfg = {"optimizer": "adam", "beta1": 0.5, "lr": 2e-4, "d_lr_ratio": 1.0, "schedule": "cosine",
+           "total_steps": 10, "k": 1, "min_lr_ratio": 0.0, "replay": 0.0, "replay_capacity": 1,
+           "penalty": "r1", "penalty_weight": 1.0, "loss": "non_saturating"}
+    game, _ = gan_trainer_step(GAN(g, dcgan.DCGANDiscriminator(width=4, image_size=8), 8, tanh_images=True), cfg, None)
+    assert [group["lr"] for group in game.g_optimizer.param_groups] == [pytest.approx(2e-6), 2e-4]
+
+
 def test_style_generator_trains_in_the_game():
     mg.manual_seed(0)
     g = style.StyleGenerator(latent_dim=8, w_dim=8, width=8, image_size=8, mapping_layers=2)

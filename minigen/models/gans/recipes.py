@@ -119,7 +119,9 @@ def build_gan(cfg: dict, image_shape) -> GAN:
     return GAN(generator, discriminator, latent, num_classes=classes, tanh_images=True)
 
 
-def _optimizer(cfg, params, lr):
+def _optimizer(cfg, module, lr):
+    """The player's optimizer; a module may define its own parameter groups (StyleGAN's mapping network)."""
+    params = module.parameter_groups(lr) if hasattr(module, "parameter_groups") else module.parameters()
     if cfg["optimizer"] == "sgd":
         return optim.SGD(params, lr=lr, momentum=cfg["beta1"])
     return optim.Adam(params, lr=lr, betas=(cfg["beta1"], 0.999))
@@ -127,8 +129,8 @@ def _optimizer(cfg, params, lr):
 
 def gan_trainer_step(model: GAN, cfg: dict, train_images: np.ndarray):
     """Algorithm 1 as the Trainer's step; both optimizers and the replay store are checkpointed."""
-    og = _optimizer(cfg, model.generator.parameters(), cfg["lr"])
-    od = _optimizer(cfg, model.discriminator.parameters(), cfg["lr"] * cfg["d_lr_ratio"])
+    og = _optimizer(cfg, model.generator, cfg["lr"])
+    od = _optimizer(cfg, model.discriminator, cfg["lr"] * cfg["d_lr_ratio"])
     schedulers = {}
     if cfg["schedule"] == "cosine":
         steps = cfg["total_steps"]

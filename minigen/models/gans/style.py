@@ -167,6 +167,16 @@ class StyleGenerator(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         return self.synthesize(self.mapping(z))
 
+    #: the mapping network's learning rate relative to the synthesis network's (StyleGAN's 0.01: a
+    #: fast mapping network can learn to send every z to the same w, and the generator collapses)
+    mapping_lr_ratio = 0.01
+
+    def parameter_groups(self, lr: float) -> list:
+        """Optimizer groups: the mapping network at ``mapping_lr_ratio × lr``, the rest at ``lr``."""
+        mapping = {id(p) for p in self.mapping.parameters()}
+        return [{"params": list(self.mapping.parameters()), "lr": lr * self.mapping_lr_ratio},
+                {"params": [p for p in self.parameters() if id(p) not in mapping], "lr": lr}]
+
     def mix(self, z1: Tensor, z2: Tensor, crossover: int, noises=None) -> Tensor:
         """Style mixing: blocks before ``crossover`` take :math:`w_1=f(z_1)`, the rest :math:`w_2=f(z_2)`."""
         if not 0 <= crossover <= self.num_layers:
