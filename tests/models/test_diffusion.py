@@ -4,7 +4,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import minigen as mg
-from minigen.models.diffusion import (NoiseSchedule, default_sigma2, discretized_gaussian_log_likelihood,
+from minigen import nn, ops, optim
+from minigen.models.diffusion import (NoiseSchedule, ddpm_loss, ddpm_sample, default_sigma2, p_sample_step,
+                                      reverse_variance, discretized_gaussian_log_likelihood,
                                       gaussian_kl, loss_weight, mean_from_eps, predict_eps, predict_v, predict_x0,
                                       prior_kl, q_posterior, q_sample, q_step, x0_from_v)
 
@@ -221,3 +223,95 @@ def test_bad_schedules_and_steps_are_refused():
         q_sample(s, t64(np.zeros((2, 3))), [0, 3], t64(np.zeros((2, 3))))
     with pytest.raises(ValueError, match=r"one step per example, shape \(2,\)"):
         q_sample(s, t64(np.zeros((2, 3))), [1, 2, 3], t64(np.zeros((2, 3))))
+
+
+# --------------------------------------------------------------------------- Algorithms 1 and 2 (DIF-6, 13, 14)
+
+
+
+def gaussian_oracle(s, mean, var):
+    """The optimal eps-predictor for x_0 ~ N(mean, diag var): E[eps | x_t] =
+    sqrt(1 - abar) (x_t - sqrt(abar) mean) / (abar var + 1 - abar)."""
+    def eps_model(x_t, t):
+        ab = s.alpha_bars[np.asarray(t) - 1][:, None]
+        x = x_t.numpy()
+        return mg.tensor(np.sqrt(1 - ab) * (x - np.sqrt(ab) * mean) / (ab * var + 1 - ab), dtype=x_t.dtype)
+    return eps_model
+
+
+@pytest.mark.equation("DIF-13")
+def test_algorithm_1_loss_line_by_line():
+    s = NoiseSchedule.linear(T=50)
+    rng = np.random.default_rng(6)
+    x0, noise = t64(rng.standard_normal((6, 3))), t64(rng.standard_normal((6, 3)))
+    t = np.array([1, 5, 17, 30, 49, 50])
+    net = nn.Linear(3, 3).double()
+
+    def eps_model(x_t, steps):
+        return net(x_t) * mg.tensor(steps[:, None] / 50.0, dtype="float64")
+    ab = s.alpha_bars[t - 1][:, None]
+    x_t = np.sqrt(ab) * x0.numpy() + np.sqrt(1 - ab) * noise.numpy()                 # line 5's argument
+    manual = ((noise.numpy() - eps_model(t64(x_t), t).detach().numpy()) ** 2)
+    assert ddpm_loss(s, eps_model, x0, t, noise).item() == pytest.approx(manual.mean(), rel=1e-12)
+    weighted = (manual * loss_weight(s)[t - 1][:, None]).mean()
+    assert ddpm_loss(s, eps_model, x0, t, noise, weighting="kl").item() == pytest.approx(weighted, rel=1e-12)
+    mg.manual_seed(0)
+    first = ddpm_loss(s, eps_model, x0).item()
+    mg.manual_seed(0)
+    assert ddpm_loss(s, eps_model, x0).item() == first                              # t and eps come from the seed
+    with pytest.raises(ValueError, match="weighting must be"):
+        ddpm_loss(s, eps_model, x0, weighting="vlb")
+
+
+@pytest.mark.equation("DIF-13")
+def test_algorithm_1_lowers_the_loss_on_toy_data():
+    mg.manual_seed(0)
+    s = NoiseSchedule.linear(T=100)
+    net = nn.Sequential(nn.Linear(3, 64), nn.SiLU(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, 2))
+
+    def eps_model(x_t, t):
+        return net(ops.cat([x_t, mg.tensor((t / s.T)[:, None], dtype=x_t.dtype)], dim=1))
+    opt = optim.Adam(net.parameters(), lr=3e-3)
+    rng = np.random.default_rng(7)
+    losses = []
+    for step in range(300):
+        x0 = mg.tensor(rng.choice([-1.0, 1.0], (128, 2)).astype(np.float32) * 0.8)
+        loss = ddpm_loss(s, eps_model, x0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-50:]) < 0.8 * np.mean(losses[:20])
+    assert np.mean(losses[-50:]) < 0.65          # predicting eps = 0 scores 1; large t keep the optimum high
+
+
+@pytest.mark.equation("DIF-14")
+@pytest.mark.equation("DIF-6")
+@pytest.mark.parametrize("sigma", ["beta", "beta_tilde"])
+def test_algorithm_2_with_the_oracle_recovers_gaussian_data(sigma):
+    s = NoiseSchedule.linear()
+    mean, var = np.array([1.5, -0.5]), np.array([0.25, 0.04])
+    mg.manual_seed(1)
+    x = ddpm_sample(s, gaussian_oracle(s, mean, var), (20_000, 2), sigma=sigma, dtype="float64").numpy()
+    np.testing.assert_allclose(x.mean(0), mean, atol=0.02)
+    np.testing.assert_allclose(x.var(0), var, rtol=0.06)
+    assert abs(np.corrcoef(x.T)[0, 1]) < 0.03
+
+
+@pytest.mark.equation("DIF-14")
+def test_the_last_step_adds_no_noise_and_strips_are_kept():
+    s = NoiseSchedule.linear(T=20)
+    oracle = gaussian_oracle(s, np.zeros(2), np.ones(2))
+    x = t64(np.random.default_rng(8).standard_normal((4, 2)))
+    a = p_sample_step(s, oracle, x, 1, noise=t64(np.ones((4, 2)))).numpy()
+    b = p_sample_step(s, oracle, x, 1, noise=t64(-np.ones((4, 2)))).numpy()
+    np.testing.assert_array_equal(a, b)
+    c = p_sample_step(s, oracle, x, 2, noise=t64(np.ones((4, 2)))).numpy()
+    d = p_sample_step(s, oracle, x, 2, noise=t64(np.zeros((4, 2)))).numpy()
+    np.testing.assert_allclose(c - d, np.sqrt(reverse_variance(s)[1]))
+    _, strip = ddpm_sample(s, oracle, (3, 2), keep_every=5)
+    assert [t for t, _ in strip] == [20, 15, 10, 5, 0]
+    with pytest.raises(ValueError, match="t must lie in 1..20"):
+        p_sample_step(s, oracle, x, 21)
+    with pytest.raises(ValueError, match="sigma must be one of"):
+        reverse_variance(s, "learned")

@@ -1,0 +1,105 @@
+r"""DDPM's two algorithms, line by line (Ho et al. 2020; Eq. DIF-6, DIF-13, DIF-14).
+
+``eps_model(x_t, t)`` is any callable that predicts the noise ε from a noisy batch
+and its steps t (an (N,) integer array in 1 … T): a U-Net, a small MLP, or — in
+the tests — the analytically optimal predictor for Gaussian data.
+
+Algorithm 1 (training)::
+
+    repeat
+        x_0 ~ q(x_0);  t ~ Uniform({1, …, T});  ε ~ N(0, I)
+        gradient step on ∇_θ ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖²
+
+Algorithm 2 (sampling)::
+
+    x_T ~ N(0, I)
+    for t = T, …, 1:
+        z ~ N(0, I) if t > 1 else z = 0
+        x_{t−1} = 1/√α_t (x_t − (1−α_t)/√(1−ᾱ_t) ε_θ(x_t, t)) + σ_t z
+    return x_0
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import ops
+from ...autograd import Tensor, no_grad
+from .process import NoiseSchedule, coefficient, default_sigma2, loss_weight, q_sample
+
+__all__ = ["SIGMAS", "reverse_variance", "ddpm_loss", "p_sample_step", "ddpm_sample"]
+
+#: the two fixed choices of σ_t² in Algorithm 2: β_t (optimal for x_0 ~ N(0, I)) and β̃_t (optimal for
+#: a point mass x_0); Ho et al. found both give similar samples
+SIGMAS = ("beta", "beta_tilde")
+
+
+def reverse_variance(schedule: NoiseSchedule, sigma: str = "beta") -> np.ndarray:
+    r"""Eq. DIF-16: :math:`\sigma_t^2=\beta_t` or :math:`\tilde\beta_t` (the latter with :math:`\beta_1` at
+    t = 1, where :math:`\tilde\beta_1 = 0`), t = 1 … T."""
+    if sigma not in SIGMAS:
+        raise ValueError(f"diffusion: sigma must be one of {SIGMAS}, got {sigma!r}")
+    return schedule.betas.copy() if sigma == "beta" else default_sigma2(schedule)
+
+
+def ddpm_loss(schedule: NoiseSchedule, eps_model, x0: Tensor, t=None, noise: Tensor | None = None,
+              weighting: str = "simple") -> Tensor:
+    r"""Eq. DIF-13, Algorithm 1's loss on a batch: :math:`\lVert\epsilon-\epsilon_\theta(\sqrt{\bar\alpha_t}x_0+
+    \sqrt{1-\bar\alpha_t}\epsilon,t)\rVert^2`, averaged over the batch and the dimensions.
+
+    ``t`` and ``noise`` are drawn when not given (t uniform on 1 … T, ε standard normal).
+    ``weighting="simple"`` is :math:`L_{simple}` (λ_t = 1); ``"kl"`` multiplies each example's term by
+    λ_t of Eq. DIF-11 (σ_t² = β̃_t), which makes it the bound's :math:`L_{t-1}` up to a constant.
+    """
+    if weighting not in ("simple", "kl"):
+        raise ValueError(f"ddpm_loss: weighting must be 'simple' or 'kl', got {weighting!r}")
+    n = x0.shape[0]
+    if t is None:
+        t = _uniform_steps(schedule.T, n)
+    if noise is None:
+        noise = ops.randn(*x0.shape, dtype=x0.dtype, device=x0.device)
+    x_t = q_sample(schedule, x0, t, noise)
+    squared = (noise - eps_model(x_t, t)) ** 2
+    if weighting == "kl":
+        squared = squared * coefficient(loss_weight(schedule), t, x0)
+    return squared.mean()
+
+
+def _uniform_steps(T: int, n: int) -> np.ndarray:
+    """t ~ Uniform({1, …, T}) per example, from minigen's seeded generator."""
+    from ...random import generator
+    return generator("cpu").integers(1, T + 1, n)
+
+
+def p_sample_step(schedule: NoiseSchedule, eps_model, x_t: Tensor, t: int, noise: Tensor | None = None,
+                  sigma: str = "beta") -> Tensor:
+    r"""Eq. DIF-14, Algorithm 2's line 4 for one step t (the same for the whole batch):
+    :math:`x_{t-1}=\frac1{\sqrt{\alpha_t}}\big(x_t-\frac{1-\alpha_t}{\sqrt{1-\bar\alpha_t}}\epsilon_\theta(x_t,t)\big)
+    +\sigma_tz`, with z = 0 at t = 1."""
+    if not 1 <= int(t) <= schedule.T:
+        raise ValueError(f"p_sample_step: t must lie in 1..{schedule.T}, got {t}")
+    t = int(t)
+    steps = np.full(x_t.shape[0], t)
+    eps = eps_model(x_t, steps)
+    alpha, alpha_bar = schedule.alphas[t - 1], schedule.alpha_bars[t - 1]
+    mean = (x_t - ((1 - alpha) / np.sqrt(1 - alpha_bar)) * eps) * (1 / np.sqrt(alpha))
+    if t == 1:
+        return mean                                          # no noise at the last step
+    if noise is None:
+        noise = ops.randn(*x_t.shape, dtype=x_t.dtype, device=x_t.device)
+    return mean + float(np.sqrt(reverse_variance(schedule, sigma)[t - 1])) * noise
+
+
+def ddpm_sample(schedule: NoiseSchedule, eps_model, shape: tuple, sigma: str = "beta", dtype: str = "float32",
+                device: str = "cpu", progress: bool = False, keep_every: int = 0) -> Tensor | tuple:
+    r"""Algorithm 2: :math:`x_T\sim\mathcal N(0,I)`, then ``p_sample_step`` for t = T … 1 (Eq. DIF-6: ancestral
+    sampling of :math:`p_\theta(x_{0:T})`). With ``keep_every`` > 0 also returns the list of
+    (t, x_t) every ``keep_every`` steps (the denoising strip)."""
+    from tqdm.auto import tqdm
+    x = ops.randn(*shape, dtype=dtype, device=device)
+    kept = [(schedule.T, x)] if keep_every else []
+    with no_grad():
+        for t in tqdm(range(schedule.T, 0, -1), total=schedule.T, disable=not progress, desc="DDPM", unit="step"):
+            x = p_sample_step(schedule, eps_model, x, t, sigma=sigma)
+            if keep_every and ((t - 1) % keep_every == 0):
+                kept.append((t - 1, x))
+    return (x, kept) if keep_every else x
