@@ -358,3 +358,27 @@ def nade_backward(x, W, c, V, g):
             delta.sum(axis=(0, 1)).astype(dt, copy=False),
             np.einsum("ni,nih->ih", g, h).astype(dt, copy=False),
             g.sum(axis=0).astype(dt, copy=False))
+
+
+# --------------------------------------------------------------------------- diffusion steps (Eq. DIF-4, DIF-14)
+#
+# The two updates every diffusion training step and every sampling step make on
+# whole batches of images. Coefficients come from the noise schedule (float64
+# NumPy, computed once); the kernels only combine arrays.
+
+
+def diffusion_q_sample(x0, noise, a, b):
+    """Eq. DIF-4, the forward jump: ``a[n] * x0[n] + b[n] * noise[n]`` with per-example
+    a = √ᾱ_t and b = √(1 − ᾱ_t), arrays of shape (N,); x0 and noise (N, ...)."""
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    return (a.reshape(shape) * x0 + b.reshape(shape) * noise).astype(x0.dtype, copy=False)
+
+
+def diffusion_p_sample(x_t, eps, noise, c1, c2, sigma):
+    """Eq. DIF-14, Algorithm 2's line 4 for one step t: ``c1 * (x_t - c2 * eps) + sigma * noise`` with
+    scalars c1 = 1/√α_t, c2 = (1 − α_t)/√(1 − ᾱ_t) and σ_t; ``noise`` None (t = 1) adds nothing."""
+    dt = x_t.dtype.type
+    out = dt(c1) * (x_t - dt(c2) * eps)
+    if noise is not None:
+        out = out + dt(sigma) * noise
+    return out

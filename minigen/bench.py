@@ -332,6 +332,74 @@ def run_dcgan_case(repeat=5, rounds=3, settle=1.0, log=print) -> dict:
     return run_pair(DCGAN_CASE[0], mine, theirs, "torch", DCGAN_TARGET, repeat, rounds, settle, log)
 
 
+#: The fused diffusion steps (Eq. DIF-4, DIF-14) on whole batches: (name, kernel, batch shape).
+#: Targets: the fused reverse step >= 3x faster than the line-by-line NumPy update, and no slower
+#: than the same update in PyTorch (noise drawn beforehand in all three).
+DIFFUSION_CASES = [
+    ("p_sample-28", "p", (64, 1, 28, 28)),
+    ("p_sample-32", "p", (64, 3, 32, 32)),
+    ("q_sample-28", "q", (64, 1, 28, 28)),
+    ("q_sample-32", "q", (64, 3, 32, 32)),
+]
+DIFFUSION_TARGET_NUMPY = 3.0
+DIFFUSION_TARGET_TORCH = 1.0
+
+
+def diffusion_updates(kind: str, shape: tuple) -> dict:
+    """Closures doing one update on float32 arrays of ``shape``: the fused kernel as the engine calls
+    it, the line-by-line NumPy formula, and the same formula in PyTorch (when installed)."""
+    rng = np.random.default_rng(0)
+    x, eps, z = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
+    n = shape[0]
+    a, b = rng.random(n), rng.random(n)                   # per-example √ᾱ_t, √(1 − ᾱ_t)
+    c1, c2, sigma = 1.0001, 0.02, 0.1                      # 1/√α_t, (1 − α_t)/√(1 − ᾱ_t), σ_t
+    col = (-1,) + (1,) * (len(shape) - 1)
+    if kind == "p":
+        fused = backend.get_kernel("diffusion_p_sample", "cpu")
+        closures = {"fused": lambda: fused(x, eps, z, c1, c2, sigma),
+                    "numpy": lambda: (x - c2 * eps) * c1 + sigma * z}
+    else:
+        fused = backend.get_kernel("diffusion_q_sample", "cpu")
+        a32, b32 = a.astype(np.float32).reshape(col), b.astype(np.float32).reshape(col)
+        closures = {"fused": lambda: fused(x, z, a, b), "numpy": lambda: a32 * x + b32 * z}
+    try:
+        import torch
+    except ImportError:
+        return closures
+    tx, te, tz = (torch.from_numpy(v) for v in (x, eps, z))
+    if kind == "p":
+        closures["torch"] = lambda: (tx - c2 * te) * c1 + sigma * tz
+    else:
+        ta, tb = torch.from_numpy(a.astype(np.float32).reshape(col)), torch.from_numpy(b.astype(np.float32).reshape(col))
+        closures["torch"] = lambda: ta * tx + tb * tz
+    return closures
+
+
+def run_diffusion_case(case, repeat=10, rounds=3, settle=0.5, inner=200, log=print) -> dict:
+    """Microseconds per update (best of rounds of medians of ``inner``-call loops) for each closure."""
+    name, kind, shape = case
+    closures = diffusion_updates(kind, shape)
+    best = {key: float("inf") for key in closures}
+    for _ in range(rounds):
+        for key, fn in closures.items():
+            def loop(fn=fn):
+                for _ in range(inner):
+                    fn()
+            best[key] = min(best[key], median_time(loop, repeat, warmup=1, settle=settle) / inner)
+    row = {"case": name, "shape": list(shape), **{f"{k}_us": 1e6 * v for k, v in best.items()},
+           "speedup_vs_numpy": best["numpy"] / best["fused"]}
+    if "torch" in best:
+        row["ratio"] = best["fused"] / best["torch"]
+    if kind == "p":
+        row["target_speedup_vs_numpy"] = DIFFUSION_TARGET_NUMPY
+        if "torch" in best:
+            row["target"] = DIFFUSION_TARGET_TORCH
+    torch_us = f"{row['torch_us']:>9.1f} {row['ratio']:>7.2f}x" if "torch_us" in row else f"{'-':>9} {'-':>8}"
+    log(f"{name:<12} {row['fused_us']:>9.1f} {row['numpy_us']:>9.1f} {row['speedup_vs_numpy']:>7.1f}x "
+        f"{torch_us}")
+    return row
+
+
 def run_sampling_case(case, log=print) -> dict:
     """Draw the same images with the naive loop (one full forward pass per pixel) and the row-window
     sampler, from the same seed: wall times, the speed-up, and whether the images are identical."""
@@ -369,6 +437,14 @@ def run_bench(args) -> int:
         rows += [run_sampling_case(case) for case in SAMPLING_CASES]
         missed = [r["case"] for r in rows if r["speedup"] < r["target_speedup"] or not r["identical"]]
         print("targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    elif args.suite == "diffusion":
+        print(f"\nfused diffusion steps, float32, microseconds per update (noise drawn beforehand); targets: "
+              f"reverse step >= {DIFFUSION_TARGET_NUMPY:g}x faster than NumPy, <= {DIFFUSION_TARGET_TORCH:g}x PyTorch")
+        print(f"{'case':<12} {'fused us':>9} {'numpy us':>9} {'speedup':>8} {'torch us':>9} {'ratio':>8}")
+        rows += [run_diffusion_case(case, args.repeat, args.rounds) for case in DIFFUSION_CASES]
+        missed = [r["case"] for r in rows if r.get("speedup_vs_numpy", 99) < r.get("target_speedup_vs_numpy", 0)]
+        if missed:
+            print(f"NumPy speed-up targets missed: {', '.join(missed)}")
     elif args.suite not in ("rbm", "dcgan"):
         print(format_header())
         rows += run_cases(suites[args.suite if args.suite != "all" else "kernels"], args.repeat, args.device,

@@ -143,9 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time the kernels against the NumPy reference "
                                          "(and PyTorch when installed)")
     bench.add_argument("--suite", default="all",
-                       choices=["all", "kernels", "conv", "attention", "rbm", "dcgan", "sampling"],
+                       choices=["all", "kernels", "conv", "attention", "rbm", "dcgan", "sampling", "diffusion"],
                        help="which benchmarks to run (default: all = kernels (conv + attention) + rbm + dcgan; "
-                            "sampling = PixelCNN's naive vs row-window sampler, a few minutes)")
+                            "sampling = PixelCNN's naive vs row-window sampler, a few minutes; diffusion = the "
+                            "fused diffusion steps)")
     bench.add_argument("--repeat", type=int, default=10, help="timed runs per block (median)")
     bench.add_argument("--rounds", type=int, default=3,
                        help="alternating minigen/PyTorch blocks per case (best block kept)")

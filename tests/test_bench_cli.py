@@ -1,6 +1,8 @@
 """The benchmark machinery and the command line (tiny shapes: no timing is asserted)."""
 import json
 
+import numpy as np
+
 from minigen import bench
 from minigen.cli import main
 
@@ -49,3 +51,19 @@ def test_dcgan_suite_times_one_training_step(tmp_path, monkeypatch, capsys):
     row = json.loads(out.read_text())["rows"][0]
     assert row["case"] == "tiny-dcgan" and row["minigen_ms"] > 0
     assert "DCGAN training step" in capsys.readouterr().out
+
+
+def test_diffusion_suite_times_the_fused_steps(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "DIFFUSION_CASES", [("tiny-p", "p", (2, 1, 4, 4)), ("tiny-q", "q", (2, 3, 4, 4))])
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: None)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--suite", "diffusion", "--repeat", "1", "--rounds", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["case"] for r in rows] == ["tiny-p", "tiny-q"]
+    assert all(r["fused_us"] > 0 and r["numpy_us"] > 0 for r in rows)
+    assert rows[0]["target_speedup_vs_numpy"] == 3.0 and "target_speedup_vs_numpy" not in rows[1]
+    for kind, shape in (("p", (2, 3)), ("q", (2, 3))):          # the three closures compute the same update
+        values = [np.asarray(fn()) for fn in bench.diffusion_updates(kind, shape).values()]
+        for v in values[1:]:
+            np.testing.assert_allclose(v, values[0], rtol=1e-5, atol=1e-6)
+    assert "fused diffusion steps" in capsys.readouterr().out

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import ops
+from ... import backend, ops
 from ...autograd import Tensor, no_grad
 from .process import NoiseSchedule, coefficient, default_sigma2, loss_weight, q_sample
 
@@ -78,15 +78,17 @@ def p_sample_step(schedule: NoiseSchedule, eps_model, x_t: Tensor, t: int, noise
     if not 1 <= int(t) <= schedule.T:
         raise ValueError(f"p_sample_step: t must lie in 1..{schedule.T}, got {t}")
     t = int(t)
-    steps = np.full(x_t.shape[0], t)
-    eps = eps_model(x_t, steps)
+    eps = eps_model(x_t, np.full(x_t.shape[0], t))
     alpha, alpha_bar = schedule.alphas[t - 1], schedule.alpha_bars[t - 1]
-    mean = (x_t - ((1 - alpha) / np.sqrt(1 - alpha_bar)) * eps) * (1 / np.sqrt(alpha))
+    c1, c2 = 1 / np.sqrt(alpha), (1 - alpha) / np.sqrt(1 - alpha_bar)
     if t == 1:
-        return mean                                          # no noise at the last step
-    if noise is None:
+        noise = None                                         # no noise at the last step
+    elif noise is None:
         noise = ops.randn(*x_t.shape, dtype=x_t.dtype, device=x_t.device)
-    return mean + float(np.sqrt(reverse_variance(schedule, sigma)[t - 1])) * noise
+    sigma_t = float(np.sqrt(reverse_variance(schedule, sigma)[t - 1]))
+    # the whole line in one fused pass (the engine's ops would make four passes and three temporaries)
+    fused = backend.get_kernel("diffusion_p_sample", x_t.device)
+    return Tensor._wrap(fused(x_t.data, eps.data, None if noise is None else noise.data, c1, c2, sigma_t))
 
 
 def ddpm_sample(schedule: NoiseSchedule, eps_model, shape: tuple, sigma: str = "beta", dtype: str = "float32",

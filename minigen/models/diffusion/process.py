@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ... import ops
+from ... import backend, ops
 from ...autograd import Tensor
 
 __all__ = ["NoiseSchedule", "coefficient", "q_step", "q_sample", "q_posterior", "predict_x0", "predict_eps",
@@ -118,9 +118,15 @@ def q_step(schedule: NoiseSchedule, x_prev: Tensor, t, noise: Tensor) -> Tensor:
 
 def q_sample(schedule: NoiseSchedule, x0: Tensor, t, noise: Tensor) -> Tensor:
     r"""Eq. DIF-4, the diffusion kernel in one jump:
-    :math:`x_t=\sqrt{\bar\alpha_t}\,x_0+\sqrt{1-\bar\alpha_t}\,\epsilon`."""
-    return coefficient(np.sqrt(schedule.alpha_bars), t, x0) * x0 + \
-        coefficient(np.sqrt(1 - schedule.alpha_bars), t, x0) * noise
+    :math:`x_t=\sqrt{\bar\alpha_t}\,x_0+\sqrt{1-\bar\alpha_t}\,\epsilon`.
+
+    When nothing needs a gradient (data and noise, as in training) it is one fused kernel
+    (``diffusion_q_sample``); otherwise the same formula through the autograd ops."""
+    a, b = coefficient(np.sqrt(schedule.alpha_bars), t, x0), coefficient(np.sqrt(1 - schedule.alpha_bars), t, x0)
+    if not (x0.requires_grad or noise.requires_grad):
+        fused = backend.get_kernel("diffusion_q_sample", x0.device)
+        return Tensor._wrap(fused(x0.data, noise.data, a.data.reshape(-1), b.data.reshape(-1)))
+    return a * x0 + b * noise
 
 
 def q_posterior(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t) -> tuple:

@@ -1,0 +1,88 @@
+"""Fused diffusion steps (Eq. DIF-4, DIF-14) against the NumPy reference, on the CPU and (marked) the GPU,
+and the reference against the line-by-line formulas of the diffusion module."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from minigen import backend
+from minigen.kernels import reference as ref
+from minigen.kernels.cpu import diffusion as cpu
+
+TOL = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-6)}
+batches = hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=6)
+
+
+def arrays(shape, seed, dtype):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(dtype) for _ in range(3)], rng
+
+
+@pytest.mark.equation("DIF-4")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=40, deadline=None)
+@given(shape=batches, seed=st.integers(0, 99))
+def test_q_sample_cpu_matches_reference(dtype, shape, seed):
+    (x0, noise, _), rng = arrays(shape, seed, dtype)
+    a, b = rng.random(shape[0]), rng.random(shape[0])           # float64 coefficients, as the schedule keeps them
+    got, want = cpu.diffusion_q_sample(x0, noise, a, b), ref.diffusion_q_sample(x0, noise, a, b)
+    assert got.dtype == dtype and got.shape == x0.shape
+    np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+@pytest.mark.equation("DIF-14")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=40, deadline=None)
+@given(shape=batches, seed=st.integers(0, 99), last=st.booleans())
+def test_p_sample_cpu_matches_reference(dtype, shape, seed, last):
+    (x, eps, noise), _ = arrays(shape, seed, dtype)
+    noise = None if last else noise
+    got, want = cpu.diffusion_p_sample(x, eps, noise, 1.01, 0.3, 0.1), ref.diffusion_p_sample(x, eps, noise, 1.01,
+                                                                                              0.3, 0.1)
+    assert got.dtype == dtype and got.shape == x.shape
+    np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+def test_parallel_versions_and_strided_inputs():
+    size = cpu.PARALLEL_MIN_SIZE
+    (x, eps, noise), rng = arrays((4, size // 4 + 3), 0, np.float32)          # above the threshold
+    np.testing.assert_allclose(cpu.diffusion_p_sample(x, eps, noise, 1.2, 0.5, 0.3),
+                               ref.diffusion_p_sample(x, eps, noise, 1.2, 0.5, 0.3), **TOL[np.float32])
+    a, b = rng.random(4), rng.random(4)
+    np.testing.assert_allclose(cpu.diffusion_q_sample(x, noise, a, b), ref.diffusion_q_sample(x, noise, a, b),
+                               **TOL[np.float32])
+    view = x[:, ::2]                                                            # non-contiguous
+    np.testing.assert_allclose(cpu.diffusion_q_sample(view, view, a, b), ref.diffusion_q_sample(view, view, a, b),
+                               **TOL[np.float32])
+
+
+@pytest.mark.equation("DIF-14")
+def test_reference_is_algorithm_2_line_4():
+    from minigen.models.diffusion import NoiseSchedule, reverse_variance
+    s = NoiseSchedule.linear()
+    (x, eps, z), _ = arrays((3, 5), 1, np.float64)
+    t = 400
+    alpha, alpha_bar = s.alphas[t - 1], s.alpha_bars[t - 1]
+    sigma = np.sqrt(reverse_variance(s)[t - 1])
+    line_by_line = 1 / np.sqrt(alpha) * (x - (1 - alpha) / np.sqrt(1 - alpha_bar) * eps) + sigma * z
+    got = ref.diffusion_p_sample(x, eps, z, 1 / np.sqrt(alpha), (1 - alpha) / np.sqrt(1 - alpha_bar), sigma)
+    np.testing.assert_allclose(got, line_by_line, rtol=1e-14)
+
+
+@pytest.mark.gpu
+def test_gpu_matches_reference():
+    import cupy
+
+    from minigen.kernels.gpu import diffusion as gpu
+    for dtype in (np.float32, np.float64):
+        for shape in [(1,), (3, 5), (64, 3, 32, 32)]:
+            (x, eps, noise), rng = arrays(shape, 2, dtype)
+            a, b = rng.random(shape[0]), rng.random(shape[0])
+            got = cupy.asnumpy(gpu.diffusion_q_sample(cupy.asarray(x), cupy.asarray(noise), a, b))
+            np.testing.assert_allclose(got, ref.diffusion_q_sample(x, noise, a, b), **TOL[dtype])
+            for z in (noise, None):
+                got = cupy.asnumpy(gpu.diffusion_p_sample(cupy.asarray(x), cupy.asarray(eps),
+                                                          None if z is None else cupy.asarray(z), 1.1, 0.2, 0.3))
+                np.testing.assert_allclose(got, ref.diffusion_p_sample(x, eps, z, 1.1, 0.2, 0.3), **TOL[dtype])
+    assert backend.get_kernel("diffusion_p_sample", "cuda") is gpu.diffusion_p_sample
