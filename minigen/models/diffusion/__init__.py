@@ -4,7 +4,8 @@ r"""Diffusion models — the lecture's last section, Eq. DIF-3 … DIF-17.
   q(x_t | x_{t-1}) and q(x_t | x_0), the posterior q(x_{t-1} | x_t, x_0), the
   ε / x_0 / v parameterisations, the Gaussian KL terms of the bound, their
   weights λ_t, the prior term L_T and the discrete decoder L_0;
-* :mod:`.ddpm` — Algorithm 1's loss and Algorithm 2's sampler, line by line.
+* :mod:`.ddpm` — Algorithm 1's loss and Algorithm 2's sampler, line by line;
+* :mod:`minigen.models.unet` — the ε-network (Eq. DIF-15).
 """
 from .ddpm import SIGMAS, ddpm_loss, ddpm_sample, p_sample_step, reverse_variance
 from .process import (NoiseSchedule, coefficient, default_sigma2, discretized_gaussian_log_likelihood, gaussian_kl,
