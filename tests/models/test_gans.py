@@ -559,6 +559,26 @@ def test_style_mixing_swaps_w_at_the_crossover():
     assert not np.allclose(g.mix(z1, z2, 2, noises).detach().numpy(), g.synthesize(w1, noises).detach().numpy())
 
 
+@pytest.mark.equation("GAN-5")
+def test_minibatch_stddev_feature_is_the_group_deviation():
+    from minigen.models.gans.networks import MinibatchStdDev
+    layer = MinibatchStdDev(group_size=4)
+    x = np.random.default_rng(0).standard_normal((6, 3, 2, 2))           # 6 examples: groups of 3
+    out = layer(mg.tensor(x)).detach().numpy()
+    assert out.shape == (6, 4, 2, 2)
+    np.testing.assert_array_equal(out[:, :3], x)
+    for m in range(2):                                                   # group m = examples m, m + 2, m + 4
+        members = x[m::2]
+        expected = np.sqrt(members.var(axis=0) + 1e-8).mean()
+        np.testing.assert_allclose(out[m::2, 3], expected, rtol=1e-12)
+    copies = layer(mg.tensor(np.repeat(x[:1], 4, axis=0))).detach().numpy()
+    np.testing.assert_allclose(copies[:, 3], 1e-4, rtol=1e-6)           # a collapsed batch: sqrt(eps)
+    xt = mg.tensor(x, requires_grad=True)
+    gradcheck(lambda v: layer(v), [xt])
+    d = dcgan.DCGANDiscriminator(width=4, image_size=8, minibatch_std=True)
+    assert d.out.in_channels == 9 and d(mg.randn(4, 1, 8, 8)).shape == (4,)
+
+
 @pytest.mark.equation("GAN-10")
 def test_style_generator_starts_with_a_different_style_per_sample():
     """At initialisation w keeps z's scale and distinct z give distinct images (a collapsed start — every

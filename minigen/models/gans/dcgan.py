@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from ... import nn, ops
 from ...autograd import Tensor
+from .networks import MinibatchStdDev
 
 __all__ = ["DCGANGenerator", "DCGANDiscriminator", "dcgan_init_"]
 
@@ -59,20 +60,23 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """A (C, S, S) image (and a class) → one logit: two strided convolutions and a whole-map one."""
 
-    def __init__(self, width: int = 64, channels: int = 1, image_size: int = 28, num_classes: int | None = None):
+    def __init__(self, width: int = 64, channels: int = 1, image_size: int = 28, num_classes: int | None = None,
+                 minibatch_std: bool = False):
         super().__init__()
         _check_size("DCGANDiscriminator", image_size)
         self.num_classes = num_classes
+        # StyleGAN's D reads the minibatch standard deviation as one more channel before its logit
+        self.minibatch_std = MinibatchStdDev() if minibatch_std else None
         self.features = nn.Sequential(
             nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),                # S/2, no BN on the input
             nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False),
             nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2))                           # S/4
-        self.out = nn.Conv2d(2 * width, 1, image_size // 4)                         # the logit
+        self.out = nn.Conv2d(2 * width + bool(minibatch_std), 1, image_size // 4)    # the logit
         self.embed = nn.Embedding(num_classes, 2 * width) if num_classes else None
 
     def forward(self, x: Tensor, labels=None) -> Tensor:
         h = self.features(x)
-        logit = self.out(h).reshape(-1)
+        logit = self.out(h if self.minibatch_std is None else self.minibatch_std(h)).reshape(-1)
         if self.embed is not None:
             logit = logit + (self.embed(labels) * h.sum(dim=(2, 3))).sum(dim=1)
         return logit

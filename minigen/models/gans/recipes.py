@@ -113,7 +113,8 @@ def build_gan(cfg: dict, image_shape) -> GAN:
         if classes:
             raise ValueError("gan --arch stylegan: --conditional is for DCGAN")
         generator = StyleGenerator(latent, latent, cfg["width"], c, size)
-        return GAN(generator, dcgan_init_(DCGANDiscriminator(cfg["width"], c, size)), latent, tanh_images=True)
+        discriminator = DCGANDiscriminator(cfg["width"], c, size, minibatch_std=True)      # as StyleGAN's D
+        return GAN(generator, dcgan_init_(discriminator), latent, tanh_images=True)
     generator = dcgan_init_(DCGANGenerator(latent, cfg["width"], c, size, classes))
     discriminator = dcgan_init_(DCGANDiscriminator(cfg["width"], c, size, classes))
     return GAN(generator, discriminator, latent, num_classes=classes, tanh_images=True)
