@@ -315,3 +315,42 @@ def test_the_last_step_adds_no_noise_and_strips_are_kept():
         p_sample_step(s, oracle, x, 21)
     with pytest.raises(ValueError, match="sigma must be one of"):
         reverse_variance(s, "learned")
+
+
+def test_ddim_with_the_oracle_converges_to_gaussian_data_as_steps_grow():
+    from minigen.models.diffusion import ddim_sample, ddim_timesteps
+    s = NoiseSchedule.linear()
+    taus = ddim_timesteps(1000, 50)
+    assert taus[0] == 1000 and taus[-1] == 1 and len(taus) == 50 and np.all(np.diff(taus) < 0)
+    mean, var = np.array([1.5, -0.5]), np.array([0.25, 0.04])
+    errors = []
+    for steps in (50, 200, 1000):
+        for eta in (0.0, 1.0):
+            mg.manual_seed(2)
+            x = ddim_sample(s, gaussian_oracle(s, mean, var), (20_000, 2), steps=steps, eta=eta,
+                            dtype="float64").numpy()
+            np.testing.assert_allclose(x.mean(0), mean, atol=0.02)
+            if eta == 0.0:
+                errors.append(np.abs(x.var(0) / var - 1).max())
+            if steps == 1000:                   # all steps: the exact sampler, deterministic or not
+                np.testing.assert_allclose(x.var(0), var, rtol=0.06)
+    assert errors[0] > errors[1] > errors[2]    # fewer steps, coarser ODE steps: the variance error shrinks
+    assert errors[1] < 0.1
+    mg.manual_seed(3)
+    a = ddim_sample(s, gaussian_oracle(s, mean, var), (4, 2), steps=10, dtype="float64")
+    with pytest.raises(ValueError, match="steps must lie in 1..1000"):
+        ddim_timesteps(1000, 0)
+    assert a.shape == (4, 2)
+
+
+def test_classifier_free_guidance_extrapolates_from_the_unconditional_prediction():
+    from minigen.models.diffusion import guided
+    calls = []
+
+    def model(x, t, labels):
+        calls.append(labels)
+        return x * (2.0 if labels is not None else 1.0)
+    x = t64(np.ones((2, 3)))
+    np.testing.assert_allclose(guided(model, [0, 1], 3.0)(x, [5, 5]).numpy(), 4 * 2.0 - 3 * 1.0)
+    np.testing.assert_allclose(guided(model, [0, 1], 0.0)(x, [5, 5]).numpy(), 2.0)
+    assert calls == [[0, 1], None, [0, 1]]

@@ -4,14 +4,15 @@ r"""Diffusion models — the lecture's last section, Eq. DIF-3 … DIF-17.
   q(x_t | x_{t-1}) and q(x_t | x_0), the posterior q(x_{t-1} | x_t, x_0), the
   ε / x_0 / v parameterisations, the Gaussian KL terms of the bound, their
   weights λ_t, the prior term L_T and the discrete decoder L_0;
-* :mod:`.ddpm` — Algorithm 1's loss and Algorithm 2's sampler, line by line;
+* :mod:`.ddpm` — Algorithm 1's loss and Algorithm 2's sampler, line by line; DDIM and
+  classifier-free guidance;
 * :mod:`minigen.models.unet` — the ε-network (Eq. DIF-15).
 """
-from .ddpm import SIGMAS, ddpm_loss, ddpm_sample, p_sample_step, reverse_variance
+from .ddpm import SIGMAS, ddim_sample, ddim_timesteps, ddpm_loss, ddpm_sample, guided, p_sample_step, reverse_variance
 from .process import (NoiseSchedule, coefficient, default_sigma2, discretized_gaussian_log_likelihood, gaussian_kl,
                       loss_weight, mean_from_eps, predict_eps, predict_v, predict_x0, prior_kl, q_posterior, q_sample,
                       q_step, x0_from_v)
 
-__all__ = ["SIGMAS", "ddpm_loss", "ddpm_sample", "p_sample_step", "reverse_variance", "NoiseSchedule", "coefficient", "default_sigma2", "discretized_gaussian_log_likelihood", "gaussian_kl",
+__all__ = ["SIGMAS", "ddim_sample", "ddim_timesteps", "guided", "ddpm_loss", "ddpm_sample", "p_sample_step", "reverse_variance", "NoiseSchedule", "coefficient", "default_sigma2", "discretized_gaussian_log_likelihood", "gaussian_kl",
            "loss_weight", "mean_from_eps", "predict_eps", "predict_v", "predict_x0", "prior_kl", "q_posterior",
            "q_sample", "q_step", "x0_from_v"]

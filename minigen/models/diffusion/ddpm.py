@@ -26,7 +26,8 @@ from ... import backend, ops
 from ...autograd import Tensor, no_grad
 from .process import NoiseSchedule, coefficient, default_sigma2, loss_weight, q_sample
 
-__all__ = ["SIGMAS", "reverse_variance", "ddpm_loss", "p_sample_step", "ddpm_sample"]
+__all__ = ["SIGMAS", "reverse_variance", "ddpm_loss", "p_sample_step", "ddpm_sample", "ddim_timesteps",
+           "ddim_sample", "guided"]
 
 #: the two fixed choices of σ_t² in Algorithm 2: β_t (optimal for x_0 ~ N(0, I)) and β̃_t (optimal for
 #: a point mass x_0); Ho et al. found both give similar samples
@@ -105,3 +106,50 @@ def ddpm_sample(schedule: NoiseSchedule, eps_model, shape: tuple, sigma: str = "
             if keep_every and ((t - 1) % keep_every == 0):
                 kept.append((t - 1, x))
     return (x, kept) if keep_every else x
+
+
+# --------------------------------------------------------------------------- DDIM and guidance (named extras)
+
+
+def ddim_timesteps(T: int, steps: int) -> np.ndarray:
+    """``steps`` evenly spaced steps of 1 … T, decreasing, ending at 1 (and starting at T)."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"ddim: steps must lie in 1..{T}, got {steps}")
+    return np.unique(np.round(np.linspace(1, T, steps)).astype(np.int64))[::-1]
+
+
+def ddim_sample(schedule: NoiseSchedule, eps_model, shape: tuple, steps: int = 50, eta: float = 0.0,
+                dtype: str = "float32", device: str = "cpu", progress: bool = False) -> Tensor:
+    r"""DDIM (Song et al. 2021) on a subsequence :math:`\tau` of the steps, reusing the trained ε-model:
+
+    :math:`x_{\tau_{i-1}}=\sqrt{\bar\alpha_{\tau_{i-1}}}\,\hat x_0+\sqrt{1-\bar\alpha_{\tau_{i-1}}-\sigma_i^2}\;\hat\epsilon
+    +\sigma_i z`, with :math:`\hat x_0` from Eq. DIF-4 solved for :math:`x_0` and
+    :math:`\sigma_i=\eta\sqrt{\frac{1-\bar\alpha_{\tau_{i-1}}}{1-\bar\alpha_{\tau_i}}\big(1-\frac{\bar\alpha_{\tau_i}}{\bar\alpha_{\tau_{i-1}}}\big)}`.
+    η = 0 is deterministic; η = 1 with all T steps is DDPM with :math:`\sigma_t^2=\tilde\beta_t`. The last jump
+    goes to :math:`\bar\alpha = 1` and returns :math:`\hat x_0`."""
+    from tqdm.auto import tqdm
+    taus = ddim_timesteps(schedule.T, steps)
+    x = ops.randn(*shape, dtype=dtype, device=device)
+    with no_grad():
+        for i, t in enumerate(tqdm(taus, disable=not progress, desc="DDIM", unit="step")):
+            ab = schedule.alpha_bars[t - 1]
+            ab_prev = schedule.alpha_bars[taus[i + 1] - 1] if i + 1 < len(taus) else 1.0
+            eps = eps_model(x, np.full(shape[0], t))
+            x0 = (x - float(np.sqrt(1 - ab)) * eps) * float(1 / np.sqrt(ab))
+            sigma = eta * np.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+            x = float(np.sqrt(ab_prev)) * x0 + float(np.sqrt(max(1 - ab_prev - sigma ** 2, 0.0))) * eps
+            if sigma > 0:
+                x = x + float(sigma) * ops.randn(*shape, dtype=dtype, device=device)
+    return x
+
+
+def guided(eps_model, labels, scale: float):
+    r"""Classifier-free guidance (Ho & Salimans 2022): an ε-model of (x, t) from a conditional one of
+    (x, t, labels), :math:`\tilde\epsilon=(1+w)\,\epsilon_\theta(x,t,y)-w\,\epsilon_\theta(x,t,\varnothing)`;
+    the model reads ``labels=None`` as "no label" (trained with labels dropped at random). w = 0 is the
+    conditional model itself."""
+    def eps(x, t):
+        if scale == 0:
+            return eps_model(x, t, labels)
+        return (1.0 + scale) * eps_model(x, t, labels) - scale * eps_model(x, t, None)
+    return eps
