@@ -86,6 +86,9 @@ def add_train_parser(sub) -> None:
         run.add_argument("--min-lr-ratio", type=float, default=0.0,
                          help="cosine schedule ends at lr * this (default: 0)")
         run.add_argument("--clip-grad-norm", type=_positive_float, help="clip the global gradient norm")
+        run.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                         help="keep an exponential moving average of the weights (e.g. 0.999); samples and "
+                              "evaluations then use it (default: 0 = off)")
         run.add_argument("--seed", type=int, default=0, help="random seed: same seed, same run (default: 0)")
         run.add_argument("--time-limit", type=_duration, metavar="T",
                          help="stop after this much training time, e.g. 3600, 60m, 1h (checkpointed)")

@@ -59,7 +59,7 @@ def scoring_subset(total: int, n: int | None, seed: int) -> np.ndarray:
 
 def train(spec, cfg: dict, progress: bool = True) -> tuple:
     """Train ``spec``'s model as ``cfg`` says; returns ``(run_dir, last logged row)``."""
-    from .optim import Adam, CosineAnnealingLR
+    from .optim import EMA, Adam, CosineAnnealingLR
     from .train import Trainer
 
     mg_random.manual_seed(cfg["seed"])
@@ -76,12 +76,18 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
     if cfg["schedule"] not in spec.schedules:
         raise ValueError(f"--schedule {cfg['schedule']}: model {spec.name!r} supports --schedule "
                          f"{' or '.join(spec.schedules)}")
+    ema = None
+    if not 0.0 <= cfg.get("ema", 0.0) < 1.0:
+        raise ValueError(f"--ema: the decay must lie in [0, 1), got {cfg['ema']}")
     if spec.trainer_step is not None:
+        if cfg.get("ema"):
+            raise ValueError(f"--ema: model {spec.name!r} trains with its own update, which keeps no average")
         step_fn, extra_state = spec.trainer_step(model, cfg, train_set.images)
     else:
         optimizer = Adam(model.parameters(), lr=cfg["lr"])
         scheduler = (CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg["lr"] * cfg["min_lr_ratio"])
                      if cfg["schedule"] == "cosine" else None)
+        ema = EMA(model, cfg["ema"]) if cfg.get("ema") else None
 
     @functools.cache
     def all_test_images():       # read once, for both the periodic scores and the final figures
@@ -102,7 +108,7 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
         return images.reshape(len(images), *train_set.image_shape)
 
     run_dir = os.path.join(cfg["runs_dir"], cfg["name"])
-    trainer = Trainer(run_dir, model, loader, steps, optimizer=optimizer, scheduler=scheduler,
+    trainer = Trainer(run_dir, model, loader, steps, optimizer=optimizer, scheduler=scheduler, ema=ema,
                       step_fn=step_fn, state=extra_state, config=cfg, checkpoint_every=cfg["checkpoint_every"], log_every=cfg["log_every"],
                       sample_fn=sample_fn if len(train_set.image_shape) > 1 and hasattr(model, "sample") else None, sample_every=cfg["sample_every"], eval_fn=eval_fn,
                       eval_every=cfg.get("eval_every"), clip_grad_norm=cfg.get("clip_grad_norm"),
@@ -131,7 +137,13 @@ def load_run(run_dir: str):
         cfg = json.load(f)
     spec = get_spec(cfg["model"])
     model = spec.build(cfg, tuple(cfg["image_shape"]))
-    model.load_state_dict(load(ckpt_path)["state"]["model"])
+    state = load(ckpt_path)["state"]
+    model.load_state_dict(state["model"])
+    if "ema" in state:                      # a run trained with --ema is used with its averaged weights
+        from .optim import EMA
+        ema = EMA(model)
+        ema.load_state_dict(state["ema"])
+        ema.copy_to()
     model.eval()
     return spec, cfg, model
 

@@ -344,3 +344,20 @@ def test_gan_presets_are_the_gan_recipe_with_other_defaults(tmp_path):
     _, cfg, model = load_run(str(tmp_path / "s"))
     assert cfg["model"] == "stylegan" and isinstance(model.generator, StyleGenerator)
     assert (tmp_path / "s" / "style_mixing.png").exists()
+
+
+def test_ema_runs_are_sampled_and_scored_with_their_averaged_weights(tmp_path):
+    from minigen.runs import load_run
+    from minigen.serialization import load
+    assert main(["train", "vae", "--data", "digits", "--binarize", "dynamic", "--latent", "2", "--hidden", "16",
+                 "--steps", "30", "--ema", "0.9", "--runs-dir", str(tmp_path), "--name", "e", "--no-progress"]) == 0
+    state = load(str(tmp_path / "e" / "checkpoint.npz"))["state"]
+    _, _, model = load_run(str(tmp_path / "e"))
+    loaded = [np.asarray(p.data) for p in model.parameters()]
+    for value, shadow in zip(loaded, state["ema"]["shadow_params"]):
+        np.testing.assert_array_equal(value, shadow)
+    raw = [np.asarray(v) for v in state["model"].values()]
+    assert not all(any(np.array_equal(r, v) for r in raw if r.shape == v.shape) for v in loaded)
+    code, _, err = run_cli("train", "gan", "--data", "ring8", "--steps", "1", "--ema", "0.99",
+                           "--runs-dir", str(tmp_path))
+    assert code == 2 and "--ema" in err and "keeps no average" in err
