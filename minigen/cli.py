@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("-n", type=_positive_int, default=64, help="number of samples (default: 64)")
     smp.add_argument("--out", help="PNG path (default: RUN/samples_n<N>_seed<S>.png)")
     smp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_sampler_arguments(smp)
 
     ev = sub.add_parser("eval", help="score a trained run on its test set; prints and writes metrics JSON")
     ev.add_argument("run", help="run folder, e.g. runs/vae — or an experiment: hopfield, bm, planar, gan-modes")
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
     ev.add_argument("--output", help="file name inside the run folder (default: eval.json)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_sampler_arguments(ev)
     from .models.experiments import add_experiment_arguments
     add_experiment_arguments(ev.add_argument_group("experiments (hopfield, bm, planar, gan-modes)"))
     from .models import registry
@@ -141,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     for spec in registry().values():      # one group of options per family (vae and hvae share theirs)
         if spec.add_eval_arguments is not None and spec.add_eval_arguments not in added:
             added.add(spec.add_eval_arguments)
-            spec.add_eval_arguments(ev.add_argument_group(f"{spec.name} runs"))
+            title = getattr(spec.add_eval_arguments, "group_title", f"{spec.name} runs")
+            spec.add_eval_arguments(ev.add_argument_group(title))
 
     bench = sub.add_parser("bench", help="time the kernels against the NumPy reference "
                                          "(and PyTorch when installed)")
@@ -206,13 +209,27 @@ def run_command(args) -> int:
         return 0
     if args.command == "sample":
         from .runs import sample
-        print(sample(args.run, args.n, args.out, args.seed))
+        print(sample(args.run, args.n, args.out, args.seed, sampler_options(args)))
         return 0
     if args.command == "demo":
         from .demo import run_demo
         print(run_demo(args))
         return 0
     raise AssertionError(args.command)
+
+
+def _add_sampler_arguments(parser) -> None:
+    group = parser.add_argument_group("samplers (diffusion models)")
+    group.add_argument("--sampler", choices=["ddpm", "ddim"], help="ddpm: Algorithm 2 over all T steps (default); "
+                                                                   "ddim: --steps of them")
+    group.add_argument("--steps", type=_positive_int, help="ddim: sampling steps (default: 50)")
+    group.add_argument("--guidance", type=float, help="conditional diffusion: classifier-free guidance w (default: 0)")
+
+
+def sampler_options(args) -> dict:
+    """The sampler options given on the command line, as ``model.sample`` keywords."""
+    return {k: v for k, v in (("sampler", getattr(args, "sampler", None)), ("steps", getattr(args, "steps", None)),
+                              ("guidance", getattr(args, "guidance", None))) if v is not None}
 
 
 def main(argv=None) -> int:

@@ -169,16 +169,22 @@ def evaluate(run_dir: str, args, progress: bool = True) -> dict:
     return metrics
 
 
-def sample(run_dir: str, n: int, out: str | None, seed: int) -> str:
-    """Draw ``n`` samples from a run's model into a PNG grid; returns its path."""
+def sample(run_dir: str, n: int, out: str | None, seed: int, options: dict | None = None) -> str:
+    """Draw ``n`` samples from a run's model into a PNG grid; returns its path. ``options`` are sampler
+    keywords (``sampler``, ``steps``, ``guidance``) for the models that take them."""
     from .viz import save_image_grid, scatter_2d
 
     _, cfg, model = load_run(run_dir)
+    options = options or {}
+    unknown = sorted(set(options) - set(inspect.signature(model.sample).parameters))
+    if unknown:
+        raise ValueError(f"sample: a {cfg['model']} run takes no --{' --'.join(unknown)} option")
     mg_random.manual_seed(seed)
     path = out or os.path.join(run_dir, f"samples_n{n}_seed{seed}.png")
     if len(cfg["image_shape"]) == 1:                       # points of a 2-D toy density
         return scatter_2d(np.asarray(model.sample(n)), path, title=f"{n} samples of {cfg['name']}")
     # Autoregressive models sample pixel by pixel (minutes at 28x28): they take a progress bar.
     slow = "progress" in inspect.signature(model.sample).parameters
-    images = np.asarray(model.sample(n, progress=True) if slow else model.sample(n)).reshape(n, *cfg["image_shape"])
+    images = np.asarray(model.sample(n, progress=True, **options) if slow else model.sample(n, **options))
+    images = images.reshape(n, *cfg["image_shape"])
     return save_image_grid(images, path, nrow=int(math.ceil(math.sqrt(n))))

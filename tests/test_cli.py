@@ -9,7 +9,7 @@ import pytest
 
 from minigen.cli import build_parser, main
 
-SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "pixelrnn"], ["train", "realnvp"], ["train", "planar"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"], ["train", "gan"], ["train", "dcgan"], ["train", "cgan"], ["train", "stylegan"], ["train", "cyclegan"], ["train", "classifier"],
+SUBCOMMANDS = [["demo"], ["train"], ["train", "fvsbn"], ["train", "nade"], ["train", "pixelcnn"], ["train", "gated_pixelcnn"], ["train", "pixelrnn"], ["train", "realnvp"], ["train", "planar"], ["train", "vae"], ["train", "hvae"], ["train", "rbm"], ["train", "dbn"], ["train", "bm"], ["train", "gan"], ["train", "dcgan"], ["train", "cgan"], ["train", "stylegan"], ["train", "cyclegan"], ["train", "ddpm"], ["train", "classifier"],
                ["sample"], ["eval"], ["bench"], ["list"]]
 
 
@@ -361,3 +361,32 @@ def test_ema_runs_are_sampled_and_scored_with_their_averaged_weights(tmp_path):
     code, _, err = run_cli("train", "gan", "--data", "ring8", "--steps", "1", "--ema", "0.99",
                            "--runs-dir", str(tmp_path))
     assert code == 2 and "--ema" in err and "keeps no average" in err
+
+
+@pytest.mark.equation("DIF-13")
+@pytest.mark.equation("DIF-14")
+def test_ddpm_trains_samples_with_both_samplers_and_is_scored(tmp_path, capsys):
+    small = ["--data", "digits", "--binarize", "none", "--timesteps", "40", "--channels", "8", "--channel-mults", "1,2",
+             "--attention-levels", "1", "--groups", "4", "--steps", "6", "--runs-dir", str(tmp_path), "--no-progress"]
+    assert main(["train", "ddpm", *small, "--conditional", "--ema", "0.9", "--name", "d"]) == 0
+    run = tmp_path / "d"
+    assert (run / "ddpm_samples.png").exists() and (run / "ddpm_strip.png").exists()
+    capsys.readouterr()
+    for options in ([], ["--sampler", "ddim", "--steps", "5", "--guidance", "2"]):
+        assert main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png"), *options]) == 0
+    assert main(["train", "classifier", "--data", "digits", "--binarize", "none", "--steps", "10",
+                 "--runs-dir", str(tmp_path), "--name", "judge", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--classifier", str(tmp_path / "judge"), "--samples", "40", "--sampler", "ddim",
+                 "--steps", "4", "--guidance", "1", "--no-progress"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["samples"] == 40 and 0 <= scores["class_accuracy"] <= 1 and scores["frechet_distance_real"] >= 0
+    assert (scores["sampler"], scores["steps"], scores["guidance"]) == ("ddim", 4, 1.0)
+    for prediction in ("x0", "v"):                                    # the other two parameterisations train too
+        assert main(["train", "ddpm", *small, "--prediction", prediction, "--name", prediction]) == 0
+    code, _, err = run_cli("train", "ddpm", *small[:-3], "--channel-mults", "1,2,2,2,2", "--runs-dir", str(tmp_path))
+    assert code == 2 and "need image sides divisible by 16" in err
+    assert main(["train", "vae", "--data", "digits", "--binarize", "dynamic", "--latent", "2", "--hidden", "8",
+                 "--steps", "2", "--runs-dir", str(tmp_path), "--name", "vae", "--no-progress"]) == 0
+    code, _, err = run_cli("sample", str(tmp_path / "vae"), "--sampler", "ddim")
+    assert code == 2 and "takes no --sampler option" in err

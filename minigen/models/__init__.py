@@ -42,10 +42,11 @@ def _specs():
     from . import vae
     from .energy import recipes as energy
     from .gans import recipes as gans
+    from .diffusion import recipes as diffusion
     from . import classifier
     exact = dict(default_data="binarized-mnist", evaluate=ar.evaluate_autoregressive,
                  figures=ar.autoregressive_figures, periodic_eval=ar.periodic_nll)
-    game = dict(evaluate=gans.evaluate_gan, add_eval_arguments=gans.add_gan_eval_arguments, figures=gans.gan_figures,
+    game = dict(evaluate=gans.evaluate_gan, add_eval_arguments=classifier.add_sample_scoring_arguments, figures=gans.gan_figures,
                 trainer_step=gans.gan_trainer_step, periodic_eval=gans.periodic_modes,
                 examples_per_step=gans.gan_examples_per_step)     # every GAN preset is `gan` with other defaults
     return [
@@ -113,9 +114,15 @@ def _specs():
         ModelSpec("cyclegan", "CycleGAN (Eq. GAN-8): G: X -> Y, F: Y -> X, two PatchGAN discriminators, "
                   "L_GAN both ways + lambda L_cyc, on images X and their hidden transform Y (--domain)",
                   gans.add_cyclegan_arguments, gans.build_cyclegan, default_data="mnist",
-                  add_eval_arguments=None, evaluate=gans.evaluate_cyclegan, figures=gans.cyclegan_figures,
+                  add_eval_arguments=classifier.add_sample_scoring_arguments, evaluate=gans.evaluate_cyclegan,
+                  figures=gans.cyclegan_figures,
                   trainer_step=gans.cyclegan_trainer_step, examples_per_step=gans.cyclegan_examples_per_step,
                   defaults={"lr": 2e-4, "batch_size": 16}),
+        ModelSpec("ddpm", "denoising diffusion (Eq. DIF-3..16): a U-Net eps-network trained by Algorithm 1, sampled "
+                  "by Algorithm 2 or DDIM; --conditional for classifier-free guidance",
+                  diffusion.add_ddpm_arguments, diffusion.build_ddpm, default_data="mnist",
+                  add_eval_arguments=classifier.add_sample_scoring_arguments, evaluate=diffusion.evaluate_ddpm,
+                  figures=diffusion.ddpm_figures, defaults={"lr": 2e-4, "batch_size": 64}),
         ModelSpec("classifier", "digit classifier (a CNN, over 99 percent right on MNIST): the judge of generated samples "
                   "(Frechet distance, class accuracy, classes covered)", classifier.add_classifier_arguments,
                   classifier.build_classifier, default_data="mnist", evaluate=classifier.evaluate_classifier,

@@ -22,7 +22,7 @@ from .. import nn, ops
 from ..autograd import Tensor, no_grad
 
 __all__ = ["DigitClassifier", "add_classifier_arguments", "build_classifier", "evaluate_classifier",
-           "load_classifier", "sample_scores"]
+           "load_classifier", "sample_scores", "add_sample_scoring_arguments", "judge_samples"]
 
 
 def _conv_block(c_in, c_out):
@@ -112,6 +112,35 @@ def load_classifier(run_dir: str) -> DigitClassifier:
     if not isinstance(model, DigitClassifier):
         raise ValueError(f"{run_dir} is not a classifier run")
     return model
+
+
+def add_sample_scoring_arguments(parser) -> None:
+    parser.add_argument("--classifier", metavar="RUN",
+                        help="the `minigen train classifier` run that scores samples (default: runs/<data>-classifier)")
+    parser.add_argument("--samples", type=int, default=10000,
+                        help="samples scored against the test set; cyclegan: test images translated (default: 10000)")
+
+
+add_sample_scoring_arguments.group_title = "image GANs, CycleGAN and DDPM runs (samples scored by a classifier)"
+
+
+def judge_samples(draw, num_classes, train, test, args) -> dict:
+    """The sample scores of an image model, by the data's classifier run (``--classifier``, default
+    ``runs/<data>-classifier``): ``draw(count, labels)`` gives images in [0, 1]; ``--samples`` of them
+    (labels cycling through the classes when ``num_classes``) are compared with the test set by
+    :func:`sample_scores`, and as many held-out training images give the floor of the distance."""
+    import os
+    judge = load_classifier(getattr(args, "classifier", None) or os.path.join("runs", f"{train.name}-classifier"))
+    n = int(getattr(args, "samples", 10000))
+    requested = np.arange(n) % num_classes if num_classes else None
+    samples = np.concatenate([draw(min(500, n - i), None if requested is None else requested[i:i + 500])
+                              for i in range(0, n, 500)])
+    _, test_features = judge.predict(test.images)         # once, for both distances
+    scores = sample_scores(judge, samples, test_features, requested)
+    rng = np.random.default_rng(0)
+    held_out = train.images[rng.choice(len(train.images), min(n, len(train.images)), replace=False)]
+    scores["frechet_distance_real"] = sample_scores(judge, held_out, test_features)["frechet_distance"]
+    return scores
 
 
 def sample_scores(classifier: DigitClassifier, samples, real_features, requested=None) -> dict:

@@ -6,6 +6,8 @@ r"""Diffusion models — the lecture's last section, Eq. DIF-3 … DIF-17.
   weights λ_t, the prior term L_T and the discrete decoder L_0;
 * :mod:`.ddpm` — Algorithm 1's loss and Algorithm 2's sampler, line by line; DDIM and
   classifier-free guidance;
+* :mod:`.recipes` — ``minigen train ddpm``: the model (network + schedule), its options, scores
+  and figures;
 * :mod:`minigen.models.unet` — the ε-network (Eq. DIF-15).
 """
 from .ddpm import SIGMAS, ddim_sample, ddim_timesteps, ddpm_loss, ddpm_sample, guided, p_sample_step, reverse_variance

@@ -24,9 +24,9 @@ import numpy as np
 
 from ... import backend, ops
 from ...autograd import Tensor, no_grad
-from .process import NoiseSchedule, coefficient, default_sigma2, loss_weight, q_sample
+from .process import NoiseSchedule, coefficient, default_sigma2, loss_weight, predict_v, q_sample
 
-__all__ = ["SIGMAS", "reverse_variance", "ddpm_loss", "p_sample_step", "ddpm_sample", "ddim_timesteps",
+__all__ = ["SIGMAS", "PREDICTIONS", "reverse_variance", "ddpm_loss", "p_sample_step", "ddpm_sample", "ddim_timesteps",
            "ddim_sample", "guided"]
 
 #: the two fixed choices of σ_t² in Algorithm 2: β_t (optimal for x_0 ~ N(0, I)) and β̃_t (optimal for
@@ -42,24 +42,37 @@ def reverse_variance(schedule: NoiseSchedule, sigma: str = "beta") -> np.ndarray
     return schedule.betas.copy() if sigma == "beta" else default_sigma2(schedule)
 
 
-def ddpm_loss(schedule: NoiseSchedule, eps_model, x0: Tensor, t=None, noise: Tensor | None = None,
-              weighting: str = "simple") -> Tensor:
+#: what the network predicts from (x_t, t): the noise (Ho et al.), the clean image, or v (Salimans & Ho)
+PREDICTIONS = ("eps", "x0", "v")
+
+
+def ddpm_loss(schedule: NoiseSchedule, model, x0: Tensor, t=None, noise: Tensor | None = None,
+              weighting: str = "simple", prediction: str = "eps") -> Tensor:
     r"""Eq. DIF-13, Algorithm 1's loss on a batch: :math:`\lVert\epsilon-\epsilon_\theta(\sqrt{\bar\alpha_t}x_0+
     \sqrt{1-\bar\alpha_t}\epsilon,t)\rVert^2`, averaged over the batch and the dimensions.
 
     ``t`` and ``noise`` are drawn when not given (t uniform on 1 … T, ε standard normal).
     ``weighting="simple"`` is :math:`L_{simple}` (λ_t = 1); ``"kl"`` multiplies each example's term by
-    λ_t of Eq. DIF-11 (σ_t² = β̃_t), which makes it the bound's :math:`L_{t-1}` up to a constant.
+    λ_t of Eq. DIF-11 (σ_t² = β̃_t), which makes it the bound's :math:`L_{t-1}` up to a constant (for
+    ε-prediction). With ``prediction="x0"`` or ``"v"`` the network's output is compared with
+    :math:`x_0` or :math:`v=\sqrt{\bar\alpha_t}\epsilon-\sqrt{1-\bar\alpha_t}x_0` instead.
     """
     if weighting not in ("simple", "kl"):
         raise ValueError(f"ddpm_loss: weighting must be 'simple' or 'kl', got {weighting!r}")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"ddpm_loss: prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    if weighting == "kl" and prediction != "eps":
+        raise ValueError("ddpm_loss: the lambda_t weighting is for eps-prediction")
     n = x0.shape[0]
     if t is None:
         t = _uniform_steps(schedule.T, n)
     if noise is None:
         noise = ops.randn(*x0.shape, dtype=x0.dtype, device=x0.device)
-    x_t = q_sample(schedule, x0, t, noise)
-    squared = (noise - eps_model(x_t, t)) ** 2
+    x_t = q_sample(schedule, x0, t, noise)                                  # line 5's argument
+    target = {"eps": noise, "x0": x0}.get(prediction)
+    if target is None:
+        target = predict_v(schedule, x0, t, noise)
+    squared = (target - model(x_t, t)) ** 2
     if weighting == "kl":
         squared = squared * coefficient(loss_weight(schedule), t, x0)
     return squared.mean()

@@ -13,7 +13,7 @@ from .dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init_
 from .networks import mlp_discriminator, mlp_generator
 from .style import StyleGenerator
 
-__all__ = ["add_gan_arguments", "add_gan_eval_arguments", "build_gan", "gan_trainer_step", "gan_examples_per_step", "evaluate_gan",
+__all__ = ["add_gan_arguments", "build_gan", "gan_trainer_step", "gan_examples_per_step", "evaluate_gan",
            "gan_figures", "SAMPLES_SCORED", "add_cyclegan_arguments", "build_cyclegan", "cyclegan_trainer_step",
            "cyclegan_examples_per_step", "evaluate_cyclegan", "cyclegan_figures"]
 
@@ -150,15 +150,6 @@ def _toy(dataset):
     return get_toy(dataset.name) if dataset.name in TOY_DATASETS else None
 
 
-def add_gan_eval_arguments(parser) -> None:
-    parser.add_argument("--classifier", metavar="RUN",
-                        help="image GANs: the `minigen train classifier` run that scores samples "
-                             "(default: runs/<data>-classifier)")
-    parser.add_argument("--samples", type=int, default=10000,
-                        help="image GANs: samples scored against the test set; cyclegan: test images "
-                             "translated (default: 10000)")
-
-
 def evaluate_gan(model: GAN, train, test, args, progress: bool = False) -> dict:
     """2-D data with known modes: modes captured, high-quality samples and reverse KL of 2500 samples.
     Images: the classifier's Fréchet distance to the test set (and the same for held-out training images:
@@ -169,18 +160,8 @@ def evaluate_gan(model: GAN, train, test, args, progress: bool = False) -> dict:
         if toy is None or not hasattr(toy, "mode_centers"):
             raise ValueError(f"gan: 2-D evaluation needs data with known modes (ring8, grid25), not {test.name!r}")
         return mode_coverage(model.sample(SAMPLES_SCORED), toy.mode_centers, toy.mode_std)
-    from ..classifier import load_classifier, sample_scores
-    judge = load_classifier(getattr(args, "classifier", None) or os.path.join("runs", f"{train.name}-classifier"))
-    n = int(getattr(args, "samples", 10000))
-    requested = np.arange(n) % model.num_classes if model.num_classes else None
-    samples = np.concatenate([model.sample(min(500, n - i), None if requested is None else requested[i:i + 500])
-                              for i in range(0, n, 500)])
-    _, test_features = judge.predict(test.images)         # once, for both distances
-    scores = sample_scores(judge, samples, test_features, requested)
-    rng = np.random.default_rng(0)
-    held_out = train.images[rng.choice(len(train.images), min(n, len(train.images)), replace=False)]
-    scores["frechet_distance_real"] = sample_scores(judge, held_out, test_features)["frechet_distance"]
-    return scores
+    from ..classifier import judge_samples
+    return judge_samples(model.sample, model.num_classes, train, test, args)
 
 
 def periodic_modes(model: GAN, test_points: np.ndarray, cfg: dict):

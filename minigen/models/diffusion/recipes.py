@@ -1,0 +1,183 @@
+r"""``minigen train ddpm``: a U-Net denoiser trained by Algorithm 1, sampled by Algorithm 2 or DDIM.
+
+Images in [0, 1] are mapped to [-1, 1] (the scale the forward process assumes: ᾱ_T x_0 + noise
+is then close to N(0, I)); samples are mapped back and clipped.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import nn, ops
+from ...autograd import Tensor, no_grad
+from ..unet import UNet
+from .ddpm import PREDICTIONS, SIGMAS, ddim_sample, ddpm_loss, ddpm_sample, guided
+from .process import NoiseSchedule, predict_eps, x0_from_v
+
+__all__ = ["DiffusionModel", "add_ddpm_arguments", "build_ddpm", "evaluate_ddpm", "ddpm_figures"]
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+class DiffusionModel(nn.Module):
+    """A denoising network with its noise schedule: ``loss`` is Algorithm 1, ``sample`` Algorithm 2 (or DDIM).
+
+    ``prediction`` says what the network outputs (ε, x_0 or v; :meth:`eps` converts any of them to ε).
+    A class-conditional model (``net.num_classes``) is trained with each label replaced by the
+    "no label" token with probability ``label_dropout``, so one network gives both the conditional
+    and the unconditional ε that classifier-free guidance mixes.
+    """
+
+    def __init__(self, net: UNet, schedule: NoiseSchedule, image_shape: tuple, prediction: str = "eps",
+                 weighting: str = "simple", label_dropout: float = 0.0, sigma: str = "beta"):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"ddpm: prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if sigma not in SIGMAS:
+            raise ValueError(f"ddpm: sigma must be one of {SIGMAS}, got {sigma!r}")
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(f"ddpm: label_dropout must lie in [0, 1), got {label_dropout}")
+        self.net, self.schedule, self.image_shape = net, schedule, tuple(image_shape)
+        self.prediction, self.weighting, self.sigma = prediction, weighting, sigma
+        self.label_dropout = float(label_dropout)
+
+    @property
+    def num_classes(self):
+        return self.net.num_classes
+
+    def eps(self, x_t: Tensor, t, labels=None) -> Tensor:
+        """The network's prediction, as ε whatever it predicts."""
+        out = self.net(x_t, t, labels)
+        if self.prediction == "eps":
+            return out
+        x0 = out if self.prediction == "x0" else x0_from_v(self.schedule, x_t, t, out)
+        return predict_eps(self.schedule, x_t, t, x0)
+
+    def loss(self, batch):
+        """Algorithm 1 on one batch: (mean loss, {"loss": …})."""
+        images, labels = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
+        x0 = 2.0 * (images if isinstance(images, Tensor) else ops.tensor(np.asarray(images, np.float32))) - 1.0
+        if self.num_classes:
+            labels = np.array(labels.numpy() if isinstance(labels, Tensor) else labels, dtype=np.int64)
+            if self.label_dropout:
+                from ...random import generator
+                drop = generator("cpu").random(len(labels)) < self.label_dropout
+                labels[drop] = self.num_classes                      # the "no label" token
+        else:
+            labels = None
+        loss = ddpm_loss(self.schedule, lambda x, t: self.net(x, t, labels), x0, weighting=self.weighting,
+                         prediction=self.prediction)
+        return loss, {"loss": float(loss.item())}
+
+    def sample(self, n: int, labels=None, progress: bool = False, sampler: str = "ddpm", steps: int | None = None,
+               guidance: float | None = None, keep_every: int = 0):
+        """``n`` images in [0, 1] (NumPy). ``sampler`` ddpm (Algorithm 2, all T steps) or ddim (``steps`` of
+        them, 50 by default); a conditional model takes ``labels`` (default: uniform classes) and
+        ``guidance`` w ≥ 0. With ``keep_every`` (ddpm only) also the strip of intermediate x_t."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"ddpm: sampler must be one of {SAMPLERS}, got {sampler!r}")
+        guidance = 0.0 if guidance is None else float(guidance)
+        if guidance < 0:
+            raise ValueError(f"ddpm: guidance must be >= 0, got {guidance}")
+        if self.num_classes:
+            if labels is None:
+                from ...random import generator
+                labels = generator("cpu").integers(0, self.num_classes, n)
+            eps_model = guided(self.eps, np.asarray(labels, np.int64), guidance)
+        else:
+            eps_model = self.eps
+        shape = (n, *self.image_shape)
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                if sampler == "ddim":
+                    x, kept = ddim_sample(self.schedule, eps_model, shape, steps or 50, progress=progress), []
+                else:
+                    out = ddpm_sample(self.schedule, eps_model, shape, self.sigma, progress=progress,
+                                      keep_every=keep_every)
+                    x, kept = out if keep_every else (out, [])
+        finally:
+            self.train(was_training)
+        to_image = lambda v: np.clip((v.numpy() + 1.0) / 2.0, 0.0, 1.0)     # noqa: E731
+        return (to_image(x), [(t, to_image(v)) for t, v in kept]) if keep_every else to_image(x)
+
+
+def add_ddpm_arguments(parser) -> None:
+    parser.add_argument("--timesteps", type=int, default=1000, help="diffusion steps T (default: 1000)")
+    parser.add_argument("--noise-schedule", choices=["linear", "cosine"], default="linear",
+                        help="beta_t: linear 1e-4 -> 0.02 (Ho et al.) or cosine (Nichol & Dhariwal) (default: linear)")
+    parser.add_argument("--channels", type=int, default=32, help="U-Net base width (default: 32)")
+    parser.add_argument("--channel-mults", default="1,2,2", help="width multiplier per level (default: 1,2,2)")
+    parser.add_argument("--blocks", type=int, default=2, help="ResNet blocks per level (default: 2)")
+    parser.add_argument("--attention-levels", default="2",
+                        help="levels with self-attention, 0 = full resolution (default: 2; '' for none)")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads (default: 4)")
+    parser.add_argument("--groups", type=int, default=8, help="GroupNorm groups (default: 8)")
+    parser.add_argument("--dropout", type=float, default=0.1, help="dropout in the ResNet blocks (default: 0.1)")
+    parser.add_argument("--time-embedding", choices=["scale-shift", "add"], default="scale-shift",
+                        help="how blocks read t: adaptive group norm or addition (default: scale-shift)")
+    parser.add_argument("--prediction", choices=PREDICTIONS, default="eps", help="network target (default: eps)")
+    parser.add_argument("--loss", choices=["simple", "kl"], default="simple",
+                        help="L_simple or the lambda_t-weighted bound term (default: simple)")
+    parser.add_argument("--conditional", action="store_true", help="class-conditional (classifier-free guidance)")
+    parser.add_argument("--label-dropout", type=float, default=0.1,
+                        help="conditional: probability of training without the label (default: 0.1)")
+    parser.add_argument("--sigma", choices=SIGMAS, default="beta", help="sigma_t^2 of Algorithm 2 (default: beta)")
+
+
+def _ints(text: str, name: str) -> tuple:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{name}: expected comma-separated integers, got {text!r}") from None
+
+
+def build_ddpm(cfg: dict, image_shape) -> DiffusionModel:
+    if len(image_shape) != 3:
+        raise ValueError(f"ddpm: needs images (C, H, W), got data of shape {tuple(image_shape)}")
+    classes = cfg.get("num_classes") if cfg.get("conditional") else None
+    if cfg.get("conditional") and not classes:
+        raise ValueError("ddpm --conditional: the data has no class labels")
+    mults = _ints(cfg["channel_mults"], "--channel-mults")
+    net = UNet(image_shape[0], cfg["channels"], mults, cfg["blocks"], _ints(cfg["attention_levels"], "--attention-levels"),
+               cfg["heads"], cfg["groups"], cfg["dropout"], cfg["time_embedding"] == "scale-shift", classes)
+    side = 2 ** (len(mults) - 1)
+    if image_shape[1] % side or image_shape[2] % side:
+        raise ValueError(f"ddpm: {len(mults)} U-Net levels need image sides divisible by {side}, "
+                         f"got {tuple(image_shape[1:])}; use fewer --channel-mults")
+    make = NoiseSchedule.linear if cfg["noise_schedule"] == "linear" else NoiseSchedule.cosine
+    return DiffusionModel(net, make(cfg["timesteps"]), image_shape, cfg["prediction"], cfg["loss"],
+                          cfg["label_dropout"] if classes else 0.0, cfg["sigma"])
+
+
+def evaluate_ddpm(model: DiffusionModel, train, test, args, progress: bool = False) -> dict:
+    """Samples scored by the data's classifier run, as for GANs (:func:`~minigen.models.classifier.judge_samples`):
+    Fréchet distance against the test set and its floor, classes covered and — conditional — the class
+    accuracy of (guided) samples. ``--sampler``, ``--steps`` and ``--guidance`` choose the sampler."""
+    from ...cli import sampler_options
+    from ..classifier import judge_samples
+    options = sampler_options(args)
+
+    def draw(count, labels):
+        return model.sample(count, labels, **options)
+    scores = judge_samples(draw, model.num_classes, train, test, args)
+    scores.update(sampler=options.get("sampler", "ddpm"), steps=options.get("steps"),
+                  guidance=options.get("guidance", 0.0))
+    return scores
+
+
+def ddpm_figures(model: DiffusionModel, run_dir: str, images: np.ndarray, progress: bool = False) -> list:
+    """A grid of Algorithm 2's samples (one row per class when conditional) and the denoising strip
+    x_T → x_0 of its first rows."""
+    import os
+
+    from ...viz import save_image_grid
+    labels = np.repeat(np.arange(model.num_classes), 8) if model.num_classes else None
+    n = len(labels) if labels is not None else 64
+    every = max(1, model.schedule.T // 10)
+    x, strip = model.sample(n, labels, progress=progress, keep_every=every)
+    grid = save_image_grid(x, os.path.join(run_dir, "ddpm_samples.png"), nrow=8)
+    rows = [v[:8] for _, v in strip]                       # 8 samples, 11 moments from x_T to x_0
+    frames = np.stack(rows, axis=1).reshape(-1, *model.image_shape)
+    strip_path = save_image_grid(frames, os.path.join(run_dir, "ddpm_strip.png"), nrow=len(rows))
+    return [("samples (Algorithm 2)", grid), (f"denoising x_T -> x_0, every {every} steps", strip_path)]
