@@ -224,6 +224,10 @@ def _add_sampler_arguments(parser) -> None:
                                                                    "ddim: --steps of them")
     group.add_argument("--steps", type=_positive_int, help="ddim: sampling steps (default: 50)")
     group.add_argument("--guidance", type=float, help="conditional diffusion: classifier-free guidance w (default: 0)")
+    if parser.prog.endswith("eval"):
+        group.add_argument("--bound", action="store_true",
+                           help="ddpm: also the variational bound (Eq. DIF-7) in bits/dim — T network passes per "
+                                "test batch: combine with --limit on a CPU")
 
 
 def sampler_options(args) -> dict:

@@ -382,6 +382,11 @@ def test_ddpm_trains_samples_with_both_samplers_and_is_scored(tmp_path, capsys):
     scores = json.loads(capsys.readouterr().out)
     assert scores["samples"] == 40 and 0 <= scores["class_accuracy"] <= 1 and scores["frechet_distance_real"] >= 0
     assert (scores["sampler"], scores["steps"], scores["guidance"]) == ("ddim", 4, 1.0)
+    assert main(["eval", str(run), "--classifier", str(tmp_path / "judge"), "--samples", "10", "--sampler", "ddim",
+                 "--steps", "2", "--bound", "--limit", "6", "--no-progress", "--output", "bound.json"]) == 0
+    scores = json.loads(capsys.readouterr().out)                      # Eq. DIF-7 on 6 test digits, 8-bit levels
+    assert scores["bound_examples"] == 6 and 0 < scores["bits_per_dim"] < 20
+    assert scores["test_bound_nats"] == pytest.approx(scores["bits_per_dim"] * 64 * np.log(2))
     for prediction in ("x0", "v"):                                    # the other two parameterisations train too
         assert main(["train", "ddpm", *small, "--prediction", prediction, "--name", prediction]) == 0
     code, _, err = run_cli("train", "ddpm", *small[:-3], "--channel-mults", "1,2,2,2,2", "--runs-dir", str(tmp_path))

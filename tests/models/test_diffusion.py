@@ -354,3 +354,64 @@ def test_classifier_free_guidance_extrapolates_from_the_unconditional_prediction
     np.testing.assert_allclose(guided(model, [0, 1], 3.0)(x, [5, 5]).numpy(), 4 * 2.0 - 3 * 1.0)
     np.testing.assert_allclose(guided(model, [0, 1], 0.0)(x, [5, 5]).numpy(), 2.0)
     assert calls == [[0, 1], None, [0, 1]]
+
+
+# --------------------------------------------------------------------------- the bound (DIF-7) and learned variances
+
+
+@pytest.mark.equation("DIF-7")
+def test_bound_is_tight_with_the_true_reverse_process_and_loose_otherwise():
+    """Gaussian data N(m, s^2): the true reverse conditionals are Gaussian, with the oracle's mean and variance
+    v b / (alpha v + b), v = abar_{t-1} s^2 + 1 - abar_{t-1}. With them the bound equals -log p(x_0) on
+    average (up to L_T); with sigma_t^2 = beta_t it is a strict upper bound."""
+    from minigen.models.diffusion import mean_from_eps, variational_bound
+    s = NoiseSchedule.linear(T=200, beta_start=5e-4, beta_end=0.1)
+    m, sd = 0.5, 0.3
+    oracle = gaussian_oracle(s, np.array([m]), np.array([sd ** 2]))
+    x = np.random.default_rng(9).normal(m, sd, (4000, 1))
+    nll = 0.5 * np.log(2 * np.pi * sd ** 2) + 0.5 * ((x[:, 0] - m) / sd) ** 2
+    v_prev = s.alpha_bars_prev * sd ** 2 + 1 - s.alpha_bars_prev
+    true_var = v_prev * s.betas / (s.alphas * v_prev + s.betas)
+    totals = {}
+    for name, variances in (("true", true_var), ("beta", s.betas), ("beta_tilde", reverse_variance(s, "beta_tilde"))):
+        def reverse(x_t, t, variances=variances):
+            eps = oracle(x_t, np.full(x_t.shape[0], t))
+            return mean_from_eps(s, x_t, np.full(x_t.shape[0], t), eps), float(variances[t - 1])
+        mg.manual_seed(4)                                       # the same x_t draws for every variance
+        bound = variational_bound(s, reverse, t64(x), decoder="gaussian")
+        assert bound["terms"].shape == (200,) and np.all(bound["prior"] < 1e-3)
+        totals[name] = bound["total"]
+    gap = totals["true"] - nll
+    assert abs(gap.mean()) < 4 * gap.std() / np.sqrt(len(x)) + 1e-3           # tight at the optimum
+    for name in ("beta", "beta_tilde"):
+        # the excess of a fixed variance sigma^2 over the true v: sum_t KL(N(0, v_t) || N(0, sigma_t^2)), exactly
+        sigma2 = s.betas if name == "beta" else reverse_variance(s, "beta_tilde")
+        expected = (0.5 * (np.log(sigma2 / true_var) + true_var / sigma2 - 1)).sum()
+        excess = totals[name] - totals["true"]
+        assert expected > 0.01
+        assert excess.mean() == pytest.approx(expected, abs=4 * excess.std() / np.sqrt(len(x))), name
+
+
+@pytest.mark.equation("DIF-16")
+def test_learned_variance_lies_between_the_two_fixed_choices():
+    from minigen.models.diffusion.process import interpolated_log_variance
+    s = NoiseSchedule.cosine(T=100)
+    t = np.array([1, 2, 50, 100])
+    frac = t64(np.random.default_rng(10).random((4, 3)))
+    var = np.exp(interpolated_log_variance(s, t, frac).numpy())
+    low = np.concatenate([s.posterior_variance[1:2], s.posterior_variance[1:]])[t - 1][:, None]
+    assert np.all(var >= low * (1 - 1e-9)) and np.all(var <= s.betas[t - 1][:, None] * (1 + 1e-9))
+    ends = [np.exp(interpolated_log_variance(s, t, t64(np.full((4, 1), f))).numpy())[:, 0] for f in (0.0, 1.0)]
+    np.testing.assert_allclose(ends[0], low[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(ends[1], s.betas[t - 1], rtol=1e-12)
+
+
+@pytest.mark.equation("DIF-12")
+def test_decoder_term_of_the_bound_is_the_discrete_likelihood():
+    from minigen.models.diffusion.ddpm import vlb_term
+    s = NoiseSchedule.linear(T=10)
+    x0 = t64(np.array([[-1.0, 1.0, 2 * 100 / 255 - 1]]))
+    mean = t64(np.array([[-0.9, 0.95, 2 * 100 / 255 - 1]]))
+    nll = vlb_term(s, x0, x0, 1, mean, 0.01).numpy()
+    expected = -discretized_gaussian_log_likelihood(x0, mean, t64(np.full((1, 3), 0.5 * np.log(0.01)))).numpy().sum()
+    np.testing.assert_allclose(nll, [expected], rtol=1e-12)

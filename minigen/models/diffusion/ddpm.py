@@ -27,7 +27,7 @@ from ...autograd import Tensor, no_grad
 from .process import NoiseSchedule, coefficient, default_sigma2, loss_weight, predict_v, q_sample
 
 __all__ = ["SIGMAS", "PREDICTIONS", "reverse_variance", "ddpm_loss", "p_sample_step", "ddpm_sample", "ddim_timesteps",
-           "ddim_sample", "guided"]
+           "ddim_sample", "guided", "vlb_term", "variational_bound"]
 
 #: the two fixed choices of σ_t² in Algorithm 2: β_t (optimal for x_0 ~ N(0, I)) and β̃_t (optimal for
 #: a point mass x_0); Ho et al. found both give similar samples
@@ -119,6 +119,60 @@ def ddpm_sample(schedule: NoiseSchedule, eps_model, shape: tuple, sigma: str = "
             if keep_every and ((t - 1) % keep_every == 0):
                 kept.append((t - 1, x))
     return (x, kept) if keep_every else x
+
+
+# --------------------------------------------------------------------------- the variational bound (Eq. DIF-7)
+
+
+def _gaussian_nll(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    return 0.5 * (ops.log(var) + (x - mean) ** 2 / var + float(np.log(2 * np.pi)))
+
+
+def _sum_dims(v: Tensor) -> Tensor:
+    return v.reshape(v.shape[0], -1).sum(dim=1)
+
+
+def vlb_term(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t: int, mean: Tensor, var, decoder: str = "discrete",
+             bins: int = 256) -> Tensor:
+    r"""One term of Eq. DIF-7 per example (nats, summed over dimensions), for the reverse step
+    :math:`p_\theta(x_{t-1}\mid x_t)=\mathcal N(\text{mean},\text{var})`: for t > 1 the KL
+    :math:`L_{t-1}` from the true posterior (Eq. DIF-8/9); for t = 1 the decoder's
+    :math:`L_0=-\log p_\theta(x_0\mid x_1)`, over ``bins`` grey levels (Eq. DIF-12, data in [-1, 1]) or,
+    with ``decoder="gaussian"``, as a density (continuous data)."""
+    from .process import discretized_gaussian_log_likelihood, gaussian_kl, q_posterior
+    var = var if isinstance(var, Tensor) else ops.full_like(mean, float(var))
+    if t > 1:
+        true_mean, true_var = q_posterior(schedule, x0, x_t, np.full(x0.shape[0], t))
+        return _sum_dims(gaussian_kl(true_mean, true_var, mean, var))
+    if decoder == "gaussian":
+        return _sum_dims(_gaussian_nll(x0, mean, var))
+    return -_sum_dims(discretized_gaussian_log_likelihood(x0, mean, 0.5 * ops.log(var), bins))
+
+
+def variational_bound(schedule: NoiseSchedule, reverse, x0: Tensor, decoder: str = "discrete",
+                      progress: bool = False) -> dict:
+    r"""Eq. DIF-7 per example: :math:`L=L_T+\sum_{t=2}^{T}L_{t-1}+L_0` (nats), every term evaluated with
+    its own draw :math:`x_t\sim q(x_t\mid x_0)` — an unbiased estimate of the bound on −log p(x_0), whose
+    KL terms are exact given :math:`x_t`. ``reverse(x_t, t)`` returns the model's (mean, variance) of
+    :math:`p_\theta(x_{t-1}\mid x_t)` for a step t shared by the batch. Returns {"total", "prior",
+    "decoder", "terms"} (the last: (T,) means over the batch, t = 1 … T, the decoder at t = 1)."""
+    from tqdm.auto import tqdm
+
+    from .process import prior_kl
+    terms = np.zeros(schedule.T)
+    total = _sum_dims(prior_kl(schedule, x0)).numpy().astype(np.float64)
+    prior = total.copy()
+    with no_grad():
+        for t in tqdm(range(schedule.T, 0, -1), total=schedule.T, disable=not progress, desc="bound", unit="step"):
+            noise = ops.randn(*x0.shape, dtype=x0.dtype, device=x0.device)
+            x_t = q_sample(schedule, x0, np.full(x0.shape[0], t), noise)
+            mean, var = reverse(x_t, t)
+            term = vlb_term(schedule, x0, x_t, t, mean, var, decoder).numpy().astype(np.float64)
+            terms[t - 1] = term.mean()
+            total += term
+            if t == 1:
+                decoder_nll = term
+    return {"total": total, "prior": prior, "decoder": decoder_nll, "terms": terms}
 
 
 # --------------------------------------------------------------------------- DDIM and guidance (named extras)

@@ -27,7 +27,7 @@ from ... import backend, ops
 from ...autograd import Tensor
 
 __all__ = ["NoiseSchedule", "coefficient", "q_step", "q_sample", "q_posterior", "predict_x0", "predict_eps",
-           "predict_v", "x0_from_v", "mean_from_eps", "gaussian_kl", "loss_weight", "default_sigma2", "prior_kl",
+           "predict_v", "x0_from_v", "mean_from_eps", "gaussian_kl", "loss_weight", "default_sigma2", "interpolated_log_variance", "prior_kl",
            "discretized_gaussian_log_likelihood"]
 
 
@@ -198,6 +198,15 @@ def default_sigma2(schedule: NoiseSchedule) -> np.ndarray:
     r""":math:`\sigma_t^2=\tilde\beta_t`, except :math:`\sigma_1^2=\beta_1` (:math:`\tilde\beta_1=0` would make the
     decoder a point mass)."""
     return np.concatenate([[schedule.betas[0]], schedule.posterior_variance[1:]])
+
+
+def interpolated_log_variance(schedule: NoiseSchedule, t, frac: Tensor) -> Tensor:
+    r"""Eq. DIF-16, learned variances (Nichol & Dhariwal 2021): the network outputs ``frac`` ∈ [0, 1] per
+    dimension and :math:`\log\sigma_t^2=\text{frac}\,\log\beta_t+(1-\text{frac})\,\log\tilde\beta_t`, so the
+    learned variance always lies between the two fixed choices (:math:`\tilde\beta_1=0` is replaced by
+    :math:`\tilde\beta_2`, as in their code)."""
+    log_beta_tilde = np.log(np.concatenate([schedule.posterior_variance[1:2], schedule.posterior_variance[1:]]))
+    return frac * coefficient(np.log(schedule.betas), t, frac) + (1.0 - frac) * coefficient(log_beta_tilde, t, frac)
 
 
 def prior_kl(schedule: NoiseSchedule, x0: Tensor) -> Tensor:

@@ -68,6 +68,28 @@ class DiffusionModel(nn.Module):
                          prediction=self.prediction)
         return loss, {"loss": float(loss.item())}
 
+    def variational_bound(self, images: np.ndarray, batch_size: int = 100, progress: bool = False) -> np.ndarray:
+        """Eq. DIF-7 for images in [0, 1] on 256 grey levels: the bound on −log p(x_0) in nats per image,
+        with σ_t² the model's fixed choice and the discrete decoder L_0 (Eq. DIF-12)."""
+        from .ddpm import reverse_variance, variational_bound
+        from .process import mean_from_eps
+        variances = reverse_variance(self.schedule, self.sigma)
+
+        def reverse(x_t, t):
+            steps = np.full(x_t.shape[0], t)
+            return mean_from_eps(self.schedule, x_t, steps, self.eps(x_t, steps)), float(variances[t - 1])
+        levels = np.round(np.asarray(images, np.float64) * 255) / 255          # the data's 256 grey levels
+        totals = []
+        was_training = self.training
+        self.eval()
+        try:
+            for i in range(0, len(levels), batch_size):
+                x0 = ops.tensor((2 * levels[i:i + batch_size] - 1).astype(np.float32))
+                totals.append(variational_bound(self.schedule, reverse, x0, "discrete", progress)["total"])
+        finally:
+            self.train(was_training)
+        return np.concatenate(totals)
+
     def sample(self, n: int, labels=None, progress: bool = False, sampler: str = "ddpm", steps: int | None = None,
                guidance: float | None = None, keep_every: int = 0):
         """``n`` images in [0, 1] (NumPy). ``sampler`` ddpm (Algorithm 2, all T steps) or ddim (``steps`` of
@@ -153,7 +175,8 @@ def build_ddpm(cfg: dict, image_shape) -> DiffusionModel:
 def evaluate_ddpm(model: DiffusionModel, train, test, args, progress: bool = False) -> dict:
     """Samples scored by the data's classifier run, as for GANs (:func:`~minigen.models.classifier.judge_samples`):
     Fréchet distance against the test set and its floor, classes covered and — conditional — the class
-    accuracy of (guided) samples. ``--sampler``, ``--steps`` and ``--guidance`` choose the sampler."""
+    accuracy of (guided) samples. ``--sampler``, ``--steps`` and ``--guidance`` choose the sampler;
+    ``--bound`` adds the variational bound on the (``--limit``) test images in bits/dim."""
     from ...cli import sampler_options
     from ..classifier import judge_samples
     options = sampler_options(args)
@@ -163,6 +186,11 @@ def evaluate_ddpm(model: DiffusionModel, train, test, args, progress: bool = Fal
     scores = judge_samples(draw, model.num_classes, train, test, args)
     scores.update(sampler=options.get("sampler", "ddpm"), steps=options.get("steps"),
                   guidance=options.get("guidance", 0.0))
+    if getattr(args, "bound", False):
+        nats = model.variational_bound(test.images, progress=progress)
+        dims = int(np.prod(model.image_shape))
+        scores.update(test_bound_nats=float(nats.mean()), test_bound_nats_se=float(nats.std() / np.sqrt(len(nats))),
+                      bits_per_dim=float(nats.mean() / (dims * np.log(2))), bound_examples=int(len(nats)))
     return scores
 
 
