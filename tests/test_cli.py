@@ -389,6 +389,13 @@ def test_ddpm_trains_samples_with_both_samplers_and_is_scored(tmp_path, capsys):
     assert scores["test_bound_nats"] == pytest.approx(scores["bits_per_dim"] * 64 * np.log(2))
     for prediction in ("x0", "v"):                                    # the other two parameterisations train too
         assert main(["train", "ddpm", *small, "--prediction", prediction, "--name", prediction]) == 0
+    assert main(["train", "ddpm", *small, "--learned-variance", "--conditional", "--name", "lv"]) == 0   # L_hybrid
+    rows = [json.loads(line) for line in (tmp_path / "lv" / "metrics.jsonl").read_text().splitlines()]
+    assert {"simple", "vlb"} <= set(rows[-1]) and np.isfinite(rows[-1]["vlb"])
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "lv"), "--classifier", str(tmp_path / "judge"), "--samples", "10",
+                 "--guidance", "1", "--bound", "--limit", "3", "--no-progress"]) == 0
+    assert np.isfinite(json.loads(capsys.readouterr().out)["bits_per_dim"])
     code, _, err = run_cli("train", "ddpm", *small[:-3], "--channel-mults", "1,2,2,2,2", "--runs-dir", str(tmp_path))
     assert code == 2 and "need image sides divisible by 16" in err
     assert main(["train", "vae", "--data", "digits", "--binarize", "dynamic", "--latent", "2", "--hidden", "8",

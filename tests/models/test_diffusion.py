@@ -415,3 +415,39 @@ def test_decoder_term_of_the_bound_is_the_discrete_likelihood():
     nll = vlb_term(s, x0, x0, 1, mean, 0.01).numpy()
     expected = -discretized_gaussian_log_likelihood(x0, mean, t64(np.full((1, 3), 0.5 * np.log(0.01)))).numpy().sum()
     np.testing.assert_allclose(nll, [expected], rtol=1e-12)
+
+
+@pytest.mark.equation("DIF-16")
+def test_hybrid_loss_trains_the_variance_by_the_bound_and_the_mean_by_l_simple():
+    from minigen.models.diffusion.ddpm import hybrid_loss
+    s = NoiseSchedule.linear(T=20)
+    rng = np.random.default_rng(11)
+    x0 = t64(np.round(rng.uniform(-1, 1, (6, 5)) * 127.5) / 127.5)
+    noise = t64(rng.standard_normal((6, 5)))
+    t = np.array([1, 2, 3, 10, 19, 20])                        # t = 1 takes the decoder branch
+    grads = {}
+    for part in (1, 2):                                        # d simple, d vlb
+        eps_pred = mg.tensor(rng.standard_normal((6, 5)), requires_grad=True)
+        var_out = mg.tensor(rng.uniform(-1, 1, (6, 5)), requires_grad=True)
+        total, simple, vlb = hybrid_loss(s, eps_pred, var_out, x0, t, noise, weight=0.5)
+        assert np.isfinite(total.item()) and total.item() == pytest.approx(simple.item() + 0.5 * vlb.item())
+        (simple if part == 1 else vlb).backward()
+        grads[part] = (eps_pred.grad, var_out.grad)
+    assert grads[1][1] is None or np.all(grads[1][1].numpy() == 0)          # L_simple: mean only
+    assert grads[2][0] is None or np.all(grads[2][0].numpy() == 0)          # L_vlb: variance only (mean stopped)
+    assert np.abs(grads[2][1].numpy()).min() > 0
+
+
+def test_a_learned_variance_sets_each_elements_noise():
+    s = NoiseSchedule.linear(T=20)
+    x = t64(np.random.default_rng(12).standard_normal((3, 4)))
+    log_var = t64(np.log(np.full((3, 4), 0.04)))
+
+    def model(x_t, t):
+        return x_t * 0.1, log_var
+    z = t64(np.ones((3, 4)))
+    with_noise = p_sample_step(s, model, x, 5, noise=z).numpy()
+    without = p_sample_step(s, model, x, 5, noise=t64(np.zeros((3, 4)))).numpy()
+    np.testing.assert_allclose(with_noise - without, 0.2, rtol=1e-12)          # sqrt(0.04)
+    np.testing.assert_array_equal(p_sample_step(s, model, x, 1, noise=z).numpy(),
+                                  p_sample_step(s, model, x, 1, noise=-z).numpy())

@@ -27,7 +27,7 @@ from ...autograd import Tensor, no_grad
 from .process import NoiseSchedule, coefficient, default_sigma2, loss_weight, predict_v, q_sample
 
 __all__ = ["SIGMAS", "PREDICTIONS", "reverse_variance", "ddpm_loss", "p_sample_step", "ddpm_sample", "ddim_timesteps",
-           "ddim_sample", "guided", "vlb_term", "variational_bound"]
+           "ddim_sample", "guided", "vlb_term", "variational_bound", "hybrid_loss"]
 
 #: the two fixed choices of σ_t² in Algorithm 2: β_t (optimal for x_0 ~ N(0, I)) and β̃_t (optimal for
 #: a point mass x_0); Ho et al. found both give similar samples
@@ -88,21 +88,24 @@ def p_sample_step(schedule: NoiseSchedule, eps_model, x_t: Tensor, t: int, noise
                   sigma: str = "beta") -> Tensor:
     r"""Eq. DIF-14, Algorithm 2's line 4 for one step t (the same for the whole batch):
     :math:`x_{t-1}=\frac1{\sqrt{\alpha_t}}\big(x_t-\frac{1-\alpha_t}{\sqrt{1-\bar\alpha_t}}\epsilon_\theta(x_t,t)\big)
-    +\sigma_tz`, with z = 0 at t = 1."""
+    +\sigma_tz`, with z = 0 at t = 1. ``eps_model`` may return (ε, log σ²): a learned variance per element
+    (Nichol & Dhariwal) replaces the fixed ``sigma``."""
     if not 1 <= int(t) <= schedule.T:
         raise ValueError(f"p_sample_step: t must lie in 1..{schedule.T}, got {t}")
     t = int(t)
-    eps = eps_model(x_t, np.full(x_t.shape[0], t))
+    out = eps_model(x_t, np.full(x_t.shape[0], t))
+    eps, log_var = out if isinstance(out, tuple) else (out, None)      # a learned variance: (ε, log σ²)
     alpha, alpha_bar = schedule.alphas[t - 1], schedule.alpha_bars[t - 1]
     c1, c2 = 1 / np.sqrt(alpha), (1 - alpha) / np.sqrt(1 - alpha_bar)
-    if t == 1:
-        noise = None                                         # no noise at the last step
-    elif noise is None:
-        noise = ops.randn(*x_t.shape, dtype=x_t.dtype, device=x_t.device)
-    sigma_t = float(np.sqrt(reverse_variance(schedule, sigma)[t - 1]))
     # the whole line in one fused pass (the engine's ops would make four passes and three temporaries)
     fused = backend.get_kernel("diffusion_p_sample", x_t.device)
-    return Tensor._wrap(fused(x_t.data, eps.data, None if noise is None else noise.data, c1, c2, sigma_t))
+    if t > 1 and noise is None:
+        noise = ops.randn(*x_t.shape, dtype=x_t.dtype, device=x_t.device)
+    if t == 1 or log_var is not None:
+        mean = Tensor._wrap(fused(x_t.data, eps.data, None, c1, c2, 0.0))
+        return mean if t == 1 else mean + ops.exp(0.5 * log_var) * noise     # no noise at the last step
+    sigma_t = float(np.sqrt(reverse_variance(schedule, sigma)[t - 1]))
+    return Tensor._wrap(fused(x_t.data, eps.data, noise.data, c1, c2, sigma_t))
 
 
 def ddpm_sample(schedule: NoiseSchedule, eps_model, shape: tuple, sigma: str = "beta", dtype: str = "float32",
@@ -175,6 +178,36 @@ def variational_bound(schedule: NoiseSchedule, reverse, x0: Tensor, decoder: str
     return {"total": total, "prior": prior, "decoder": decoder_nll, "terms": terms}
 
 
+# --------------------------------------------------------------------------- learned variances (Nichol & Dhariwal)
+
+
+def hybrid_loss(schedule: NoiseSchedule, eps_pred: Tensor, var_out: Tensor, x0: Tensor, t, noise: Tensor,
+                weight: float = 0.001, decoder: str = "discrete") -> tuple:
+    r"""Improved DDPM's :math:`L_{hybrid}=L_{simple}+\lambda L_{vlb}` for a network that outputs ε and, per
+    dimension, v ∈ [−1, 1] whose (v + 1)/2 interpolates log σ_t² (Eq. DIF-16). :math:`L_{vlb}` is the
+    bound's term for each example's t (Eq. DIF-7, bits per dimension) with the mean's gradient stopped:
+    the bound trains only the variance, :math:`L_{simple}` only the mean. Returns (loss, simple, vlb)."""
+    from .process import (discretized_gaussian_log_likelihood, gaussian_kl, interpolated_log_variance, mean_from_eps,
+                          q_posterior)
+    t = np.asarray(t)
+    simple = ((noise - eps_pred) ** 2).mean()
+    x_t = q_sample(schedule, x0, t, noise)
+    mean = mean_from_eps(schedule, x_t, t, eps_pred.detach())
+    log_var = interpolated_log_variance(schedule, t, (var_out + 1.0) * 0.5)
+    true_mean, _ = q_posterior(schedule, x0, x_t, t)
+    # beta~_1 = 0: the KL branch is not used at t = 1, but must stay finite there
+    clipped = np.concatenate([schedule.posterior_variance[1:2], schedule.posterior_variance[1:]])
+    kl = _sum_dims(gaussian_kl(true_mean, coefficient(clipped, t, x0), mean, ops.exp(log_var)))
+    if decoder == "gaussian":
+        nll = _sum_dims(_gaussian_nll(x0, mean, ops.exp(log_var)))
+    else:
+        nll = -_sum_dims(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var))
+    first = ops.tensor(t == 1, dtype="bool", device=x0.device)
+    dims = float(np.prod(x0.shape[1:]) * np.log(2.0))
+    vlb = (ops.where(first, nll, kl) * (1.0 / dims)).mean()
+    return simple + weight * vlb, simple, vlb
+
+
 # --------------------------------------------------------------------------- DDIM and guidance (named extras)
 
 
@@ -202,6 +235,7 @@ def ddim_sample(schedule: NoiseSchedule, eps_model, shape: tuple, steps: int = 5
             ab = schedule.alpha_bars[t - 1]
             ab_prev = schedule.alpha_bars[taus[i + 1] - 1] if i + 1 < len(taus) else 1.0
             eps = eps_model(x, np.full(shape[0], t))
+            eps = eps[0] if isinstance(eps, tuple) else eps          # DDIM sets its own variance
             x0 = (x - float(np.sqrt(1 - ab)) * eps) * float(1 / np.sqrt(ab))
             sigma = eta * np.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
             x = float(np.sqrt(ab_prev)) * x0 + float(np.sqrt(max(1 - ab_prev - sigma ** 2, 0.0))) * eps
@@ -216,7 +250,11 @@ def guided(eps_model, labels, scale: float):
     the model reads ``labels=None`` as "no label" (trained with labels dropped at random). w = 0 is the
     conditional model itself."""
     def eps(x, t):
+        conditional = eps_model(x, t, labels)
         if scale == 0:
-            return eps_model(x, t, labels)
-        return (1.0 + scale) * eps_model(x, t, labels) - scale * eps_model(x, t, None)
+            return conditional
+        unconditional = eps_model(x, t, None)
+        if isinstance(conditional, tuple):          # a learned variance: the conditional model's
+            return (1.0 + scale) * conditional[0] - scale * unconditional[0], conditional[1]
+        return (1.0 + scale) * conditional - scale * unconditional
     return eps

@@ -10,8 +10,8 @@ import numpy as np
 from ... import nn, ops
 from ...autograd import Tensor, no_grad
 from ..unet import UNet
-from .ddpm import PREDICTIONS, SIGMAS, ddim_sample, ddpm_loss, ddpm_sample, guided
-from .process import NoiseSchedule, predict_eps, x0_from_v
+from .ddpm import PREDICTIONS, SIGMAS, ddim_sample, ddpm_loss, ddpm_sample, guided, hybrid_loss
+from .process import NoiseSchedule, interpolated_log_variance, predict_eps, q_sample, x0_from_v
 
 __all__ = ["DiffusionModel", "add_ddpm_arguments", "build_ddpm", "evaluate_ddpm", "ddpm_figures"]
 
@@ -28,8 +28,14 @@ class DiffusionModel(nn.Module):
     """
 
     def __init__(self, net: UNet, schedule: NoiseSchedule, image_shape: tuple, prediction: str = "eps",
-                 weighting: str = "simple", label_dropout: float = 0.0, sigma: str = "beta"):
+                 weighting: str = "simple", label_dropout: float = 0.0, sigma: str = "beta",
+                 hybrid_weight: float = 0.001):
         super().__init__()
+        self.learned_variance = net.out_channels == 2 * net.in_channels
+        if self.learned_variance and (prediction != "eps" or weighting != "simple"):
+            raise ValueError("ddpm --learned-variance: trains with L_hybrid on eps-prediction "
+                             "(--prediction eps --loss simple)")
+        self.hybrid_weight = float(hybrid_weight)
         if prediction not in PREDICTIONS:
             raise ValueError(f"ddpm: prediction must be one of {PREDICTIONS}, got {prediction!r}")
         if sigma not in SIGMAS:
@@ -44,9 +50,13 @@ class DiffusionModel(nn.Module):
     def num_classes(self):
         return self.net.num_classes
 
-    def eps(self, x_t: Tensor, t, labels=None) -> Tensor:
-        """The network's prediction, as ε whatever it predicts."""
+    def eps(self, x_t: Tensor, t, labels=None):
+        """The network's prediction, as ε whatever it predicts — with a learned variance the pair
+        (ε, log σ²) that Algorithm 2 then uses."""
         out = self.net(x_t, t, labels)
+        if self.learned_variance:
+            c = self.image_shape[0]
+            return out[:, :c], interpolated_log_variance(self.schedule, t, (out[:, c:] + 1.0) * 0.5)
         if self.prediction == "eps":
             return out
         x0 = out if self.prediction == "x0" else x0_from_v(self.schedule, x_t, t, out)
@@ -64,6 +74,14 @@ class DiffusionModel(nn.Module):
                 labels[drop] = self.num_classes                      # the "no label" token
         else:
             labels = None
+        if self.learned_variance:                   # L_hybrid: the bound trains the variance channels
+            from ...random import generator
+            t = generator("cpu").integers(1, self.schedule.T + 1, x0.shape[0])
+            noise = ops.randn(*x0.shape, dtype=x0.dtype, device=x0.device)
+            out = self.net(q_sample(self.schedule, x0, t, noise), t, labels)
+            c = self.image_shape[0]
+            loss, simple, vlb = hybrid_loss(self.schedule, out[:, :c], out[:, c:], x0, t, noise, self.hybrid_weight)
+            return loss, {"loss": float(loss.item()), "simple": float(simple.item()), "vlb": float(vlb.item())}
         loss = ddpm_loss(self.schedule, lambda x, t: self.net(x, t, labels), x0, weighting=self.weighting,
                          prediction=self.prediction)
         return loss, {"loss": float(loss.item())}
@@ -77,7 +95,10 @@ class DiffusionModel(nn.Module):
 
         def reverse(x_t, t):
             steps = np.full(x_t.shape[0], t)
-            return mean_from_eps(self.schedule, x_t, steps, self.eps(x_t, steps)), float(variances[t - 1])
+            eps = self.eps(x_t, steps)
+            if isinstance(eps, tuple):                     # a learned variance
+                return mean_from_eps(self.schedule, x_t, steps, eps[0]), ops.exp(eps[1])
+            return mean_from_eps(self.schedule, x_t, steps, eps), float(variances[t - 1])
         levels = np.round(np.asarray(images, np.float64) * 255) / 255          # the data's 256 grey levels
         totals = []
         was_training = self.training
@@ -145,6 +166,9 @@ def add_ddpm_arguments(parser) -> None:
     parser.add_argument("--label-dropout", type=float, default=0.1,
                         help="conditional: probability of training without the label (default: 0.1)")
     parser.add_argument("--sigma", choices=SIGMAS, default="beta", help="sigma_t^2 of Algorithm 2 (default: beta)")
+    parser.add_argument("--learned-variance", action="store_true",
+                        help="learn sigma_t^2 between beta~_t and beta_t, trained by L_hybrid (Nichol & Dhariwal)")
+    parser.add_argument("--hybrid-weight", type=float, default=0.001, help="lambda of L_hybrid (default: 0.001)")
 
 
 def _ints(text: str, name: str) -> tuple:
@@ -162,14 +186,15 @@ def build_ddpm(cfg: dict, image_shape) -> DiffusionModel:
         raise ValueError("ddpm --conditional: the data has no class labels")
     mults = _ints(cfg["channel_mults"], "--channel-mults")
     net = UNet(image_shape[0], cfg["channels"], mults, cfg["blocks"], _ints(cfg["attention_levels"], "--attention-levels"),
-               cfg["heads"], cfg["groups"], cfg["dropout"], cfg["time_embedding"] == "scale-shift", classes)
+               cfg["heads"], cfg["groups"], cfg["dropout"], cfg["time_embedding"] == "scale-shift", classes,
+               cfg.get("learned_variance", False))
     side = 2 ** (len(mults) - 1)
     if image_shape[1] % side or image_shape[2] % side:
         raise ValueError(f"ddpm: {len(mults)} U-Net levels need image sides divisible by {side}, "
                          f"got {tuple(image_shape[1:])}; use fewer --channel-mults")
     make = NoiseSchedule.linear if cfg["noise_schedule"] == "linear" else NoiseSchedule.cosine
     return DiffusionModel(net, make(cfg["timesteps"]), image_shape, cfg["prediction"], cfg["loss"],
-                          cfg["label_dropout"] if classes else 0.0, cfg["sigma"])
+                          cfg["label_dropout"] if classes else 0.0, cfg["sigma"], cfg.get("hybrid_weight", 0.001))
 
 
 def evaluate_ddpm(model: DiffusionModel, train, test, args, progress: bool = False) -> dict:
