@@ -97,6 +97,12 @@ DEMOS = [
      "batch; the hidden pairing gives the true translation error.",
      ["cyclegan", "--data", "digits", "--binarize", "none", "--domain", "thicken", "--width", "16",
       "--steps", "1000"]),
+    ("DDPM: a small U-Net denoiser (Eq. DIF-13, DIF-14, DIF-15)",
+     "Algorithm 1 (L_simple on ε) with T = 100 linear steps and averaged weights; samples by Algorithm 2, and "
+     "the denoising strip from x_T to x_0; scored by the classifier above.",
+     ["ddpm", "--data", "digits", "--binarize", "none", "--channels", "16", "--channel-mults", "1,2",
+      "--attention-levels", "1", "--groups", "4", "--timesteps", "100", "--steps", "3000", "--ema", "0.995",
+      "--schedule", "cosine", "--lr", "1e-3"]),
 ]
 
 # The metrics table: each family's headline numbers (log-probabilities are in nats per image).
@@ -123,6 +129,8 @@ FIGURES = [("samples, one pixel at a time", "ar_samples.png"),
            ("style mixing", "style_mixing.png"),
            ("noise variation", "style_noise.png"),
            ("x, G(x), F(G(x)); y, F(y), G(F(y))", "cyclegan.png"),
+           ("samples (Algorithm 2)", "ddpm_samples.png"),
+           ("denoising x_T -> x_0", "ddpm_strip.png"),
            ("training curves", "loss.png")]
 
 
@@ -152,8 +160,9 @@ def run_demo(args) -> str:
         run_dir, _ = train(get_spec(train_args.model), cfg, progress=not args.no_progress)
         if argv[1] == "classifier":
             judge = ["--classifier", run_dir]
+        # samples for the scores: 2000 per model; diffusion models draw theirs by 25 DDIM steps
         eval_args = parser.parse_args(["eval", run_dir, "--k", "1000", "--seed", str(args.seed), "--samples", "2000",
-                                       *judge])
+                                       "--sampler", "ddim", "--steps", "25", *judge])
         metrics = evaluate(run_dir, eval_args, progress=False)
         images = [(caption, os.path.join(run_dir, png)) for caption, png in FIGURES
                   if os.path.exists(os.path.join(run_dir, png))]

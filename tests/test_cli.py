@@ -112,9 +112,10 @@ def test_demo_writes_the_gallery(tmp_path):
     assert os.path.exists(folders["planar"] / "flow_density.png")
     # the GAN family, scored by the demo's own classifier
     gans = {tuple(argv[:4]): tmp_path / "demo" / f"{i + 1}-{argv[0]}" for i, (_, _, argv) in enumerate(DEMOS)
-            if argv[0] in ("gan", "cgan", "stylegan", "cyclegan")}
+            if argv[0] in ("gan", "cgan", "stylegan", "cyclegan", "ddpm")}
     pictures = {p.name for folder in gans.values() for p in folder.iterdir()}
-    assert {"gan_samples_2d.png", "gan_samples.png", "style_mixing.png", "style_noise.png", "cyclegan.png"} <= pictures
+    assert {"gan_samples_2d.png", "gan_samples.png", "style_mixing.png", "style_noise.png", "cyclegan.png",
+            "ddpm_samples.png", "ddpm_strip.png"} <= pictures
     for column in ("test_nll", "true_entropy", "test_nll_iwae1000", "test_log_prob_ais", "test_bound_ais",
                    "test_accuracy", "modes", "frechet_distance", "class_accuracy", "label_agreement_x_gx"):
         assert column in html
