@@ -332,6 +332,68 @@ def run_dcgan_case(repeat=5, rounds=3, settle=1.0, log=print) -> dict:
     return run_pair(DCGAN_CASE[0], mine, theirs, "torch", DCGAN_TARGET, repeat, rounds, settle, log)
 
 
+#: One DDPM training step (Algorithm 1 with Adam) of the reference U-Net: (name, batch, channels,
+#: channel multipliers, attention levels); target minigen / PyTorch.
+UNET_CASE = ("unet", 64, 32, (1, 2, 2), (2,))
+UNET_TARGET = 2.0
+
+
+def unet_steps(case=None):
+    """Two closures, each one step of Algorithm 1 (t and ε drawn, the loss, backward, Adam) on a batch of
+    28×28 images with the same U-Net: minigen's and its PyTorch twin (``bench_mirrors``; None without
+    PyTorch). Both have the same parameter count (checked)."""
+    _, batch, channels, mults, attention = case or UNET_CASE
+    import minigen as mg
+    from .models.diffusion import NoiseSchedule, ddpm_loss
+    from .models.unet import UNet
+    from .optim import Adam
+
+    x0 = 2 * np.random.default_rng(0).random((batch, 1, 28, 28)).astype(np.float32) - 1
+    schedule = NoiseSchedule.linear()
+    mg.manual_seed(0)
+    net = UNet(1, channels, mults, 2, attention, heads=4, groups=8)
+    opt = Adam(net.parameters(), 2e-4)
+    x = mg.tensor(x0)
+
+    def mine():
+        loss = ddpm_loss(schedule, net, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    try:
+        import torch
+
+        from .bench_mirrors import UNet as TorchUNet
+    except ImportError:
+        return mine, None
+    twin = TorchUNet(1, channels, mults, 2, attention, heads=4, groups=8)
+    count = sum(p.numel() for p in twin.parameters())
+    if count != sum(p.data.size for p in net.parameters()):
+        raise RuntimeError(f"bench: the PyTorch U-Net has {count} parameters, minigen's "
+                           f"{sum(p.data.size for p in net.parameters())}")
+    topt = torch.optim.Adam(twin.parameters(), 2e-4)
+    xt = torch.tensor(x0)
+    sqrt_ab = torch.tensor(np.sqrt(schedule.alpha_bars), dtype=torch.float32)
+    sqrt_1mab = torch.tensor(np.sqrt(1 - schedule.alpha_bars), dtype=torch.float32)
+
+    def theirs():
+        t = torch.randint(1, schedule.T + 1, (batch,))
+        noise = torch.randn_like(xt)
+        noisy = sqrt_ab[t - 1, None, None, None] * xt + sqrt_1mab[t - 1, None, None, None] * noise
+        loss = ((noise - twin(noisy, t)) ** 2).mean()
+        topt.zero_grad()
+        loss.backward()
+        topt.step()
+
+    return mine, theirs
+
+
+def run_unet_case(repeat=3, rounds=3, settle=1.0, log=print) -> dict:
+    mine, theirs = unet_steps(UNET_CASE)
+    return run_pair(UNET_CASE[0], mine, theirs, "torch", UNET_TARGET, repeat, rounds, settle, log)
+
+
 #: The fused diffusion steps (Eq. DIF-4, DIF-14) on whole batches: (name, kernel, batch shape).
 #: Targets: the fused reverse step >= 3x faster than the line-by-line NumPy update, and no slower
 #: than the same update in PyTorch (noise drawn beforehand in all three).
@@ -445,6 +507,10 @@ def run_bench(args) -> int:
         missed = [r["case"] for r in rows if r.get("speedup_vs_numpy", 99) < r.get("target_speedup_vs_numpy", 0)]
         if missed:
             print(f"NumPy speed-up targets missed: {', '.join(missed)}")
+        print(f"\none DDPM training step (Algorithm 1, Adam), batch {UNET_CASE[1]} of 28x28 images, U-Net width "
+              f"{UNET_CASE[2]} x {UNET_CASE[3]}, against the same network in PyTorch (same thread count)")
+        print(f"{'case':<10} {'minigen ms':>11} {'torch ms':>11} {'ratio':>8} {'target':>8}")
+        rows.append(run_unet_case(max(1, args.repeat // 3), args.rounds))
     elif args.suite not in ("rbm", "dcgan"):
         print(format_header())
         rows += run_cases(suites[args.suite if args.suite != "all" else "kernels"], args.repeat, args.device,

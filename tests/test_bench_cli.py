@@ -55,12 +55,13 @@ def test_dcgan_suite_times_one_training_step(tmp_path, monkeypatch, capsys):
 
 def test_diffusion_suite_times_the_fused_steps(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "DIFFUSION_CASES", [("tiny-p", "p", (2, 1, 4, 4)), ("tiny-q", "q", (2, 3, 4, 4))])
+    monkeypatch.setattr(bench, "UNET_CASE", ("tiny-unet", 2, 8, (1, 2), (1,)))
     monkeypatch.setattr(bench.time, "sleep", lambda seconds: None)
     out = tmp_path / "bench.json"
     assert main(["bench", "--suite", "diffusion", "--repeat", "1", "--rounds", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [r["case"] for r in rows] == ["tiny-p", "tiny-q"]
-    assert all(r["fused_us"] > 0 and r["numpy_us"] > 0 for r in rows)
+    assert [r["case"] for r in rows] == ["tiny-p", "tiny-q", "tiny-unet"]
+    assert all(r["fused_us"] > 0 and r["numpy_us"] > 0 for r in rows[:2]) and rows[2]["minigen_ms"] > 0
     assert rows[0]["target_speedup_vs_numpy"] == 3.0 and "target_speedup_vs_numpy" not in rows[1]
     for kind, shape in (("p", (2, 3)), ("q", (2, 3))):          # the three closures compute the same update
         values = [np.asarray(fn()) for fn in bench.diffusion_updates(kind, shape).values()]

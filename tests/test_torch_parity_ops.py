@@ -78,3 +78,21 @@ def test_label_smoothing_with_weights_and_ignore(reduction):
     kw = dict(label_smoothing=0.2, reduction=reduction)
     assert_same(F.cross_entropy(z, mg.tensor(target), weight=mg.tensor(w), **kw),
                 TF.cross_entropy(tz, torch.tensor(target), weight=torch.tensor(w), **kw), (z, tz))
+
+
+def test_unet_matches_its_pytorch_twin_with_the_same_weights():
+    """`minigen bench` times minigen's U-Net against ``bench_mirrors.UNet``: same state-dict keys, and with the
+    same weights the same output (so the two steps do the same arithmetic)."""
+    from minigen.bench_mirrors import UNet as TorchUNet
+    from minigen.models.unet import UNet
+    net = UNet(1, 8, (1, 2), 1, (1,), heads=2, groups=4)
+    twin = TorchUNet(1, 8, (1, 2), 1, (1,), heads=2, groups=4)
+    assert set(net.state_dict()) == set(twin.state_dict())
+    rng = np.random.default_rng(0)
+    weights = {k: rng.normal(0, 0.3, np.shape(v)).astype(np.float32) for k, v in net.state_dict().items()}
+    net.load_state_dict(weights)
+    twin.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+    x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    ours = net(mg.tensor(x), [3, 700]).detach().numpy()
+    theirs = twin(torch.tensor(x), torch.tensor([3, 700])).detach().numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
