@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
     ev.add_argument("--output", help="file name inside the run folder (default: eval.json)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_sampler_arguments(ev)
+    _add_sampler_arguments(ev).add_argument(
+        "--bound", action="store_true", help="ddpm: also the variational bound (Eq. DIF-7) in bits/dim — T network "
+                                             "passes per test batch: combine with --limit on a CPU")
     from .models.experiments import add_experiment_arguments
     add_experiment_arguments(ev.add_argument_group("experiments (hopfield, bm, planar, gan-modes)"))
     from .models import registry
@@ -218,16 +220,13 @@ def run_command(args) -> int:
     raise AssertionError(args.command)
 
 
-def _add_sampler_arguments(parser) -> None:
+def _add_sampler_arguments(parser):
     group = parser.add_argument_group("samplers (diffusion models)")
     group.add_argument("--sampler", choices=["ddpm", "ddim"], help="ddpm: Algorithm 2 over all T steps (default); "
                                                                    "ddim: --steps of them")
     group.add_argument("--steps", type=_positive_int, help="ddim: sampling steps (default: 50)")
     group.add_argument("--guidance", type=float, help="conditional diffusion: classifier-free guidance w (default: 0)")
-    if parser.prog.endswith("eval"):
-        group.add_argument("--bound", action="store_true",
-                           help="ddpm: also the variational bound (Eq. DIF-7) in bits/dim — T network passes per "
-                                "test batch: combine with --limit on a CPU")
+    return group
 
 
 def sampler_options(args) -> dict:

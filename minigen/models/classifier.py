@@ -16,6 +16,8 @@ few minutes on two cores); sample scores load it from its run folder.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .. import nn, ops
@@ -101,8 +103,6 @@ def evaluate_classifier(model: DigitClassifier, train, test, args, progress: boo
 
 def load_classifier(run_dir: str) -> DigitClassifier:
     """The classifier of a finished ``minigen train classifier`` run."""
-    import os
-
     from ..runs import load_run
     if not os.path.exists(os.path.join(run_dir, "config.json")):
         raise FileNotFoundError(f"no classifier run at {run_dir}: train one with `minigen train classifier "
@@ -129,7 +129,6 @@ def judge_samples(draw, num_classes, train, test, args) -> dict:
     ``runs/<data>-classifier``): ``draw(count, labels)`` gives images in [0, 1]; ``--samples`` of them
     (labels cycling through the classes when ``num_classes``) are compared with the test set by
     :func:`sample_scores`, and as many held-out training images give the floor of the distance."""
-    import os
     judge = load_classifier(getattr(args, "classifier", None) or os.path.join("runs", f"{train.name}-classifier"))
     n = int(getattr(args, "samples", 10000))
     requested = np.arange(n) % num_classes if num_classes else None

@@ -429,7 +429,7 @@ def test_hybrid_loss_trains_the_variance_by_the_bound_and_the_mean_by_l_simple()
     for part in (1, 2):                                        # d simple, d vlb
         eps_pred = mg.tensor(rng.standard_normal((6, 5)), requires_grad=True)
         var_out = mg.tensor(rng.uniform(-1, 1, (6, 5)), requires_grad=True)
-        total, simple, vlb = hybrid_loss(s, eps_pred, var_out, x0, t, noise, weight=0.5)
+        total, simple, vlb = hybrid_loss(s, eps_pred, var_out, x0, q_sample(s, x0, t, noise), t, noise, weight=0.5)
         assert np.isfinite(total.item()) and total.item() == pytest.approx(simple.item() + 0.5 * vlb.item())
         (simple if part == 1 else vlb).backward()
         grads[part] = (eps_pred.grad, var_out.grad)

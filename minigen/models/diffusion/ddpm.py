@@ -27,7 +27,8 @@ from ...autograd import Tensor, no_grad
 from .process import NoiseSchedule, coefficient, default_sigma2, loss_weight, predict_v, q_sample
 
 __all__ = ["SIGMAS", "PREDICTIONS", "reverse_variance", "ddpm_loss", "p_sample_step", "ddpm_sample", "ddim_timesteps",
-           "ddim_sample", "guided", "vlb_term", "variational_bound", "hybrid_loss"]
+           "ddim_sample", "guided", "vlb_term", "variational_bound", "hybrid_loss",
+           "uniform_steps"]
 
 #: the two fixed choices of σ_t² in Algorithm 2: β_t (optimal for x_0 ~ N(0, I)) and β̃_t (optimal for
 #: a point mass x_0); Ho et al. found both give similar samples
@@ -65,20 +66,18 @@ def ddpm_loss(schedule: NoiseSchedule, model, x0: Tensor, t=None, noise: Tensor 
         raise ValueError("ddpm_loss: the lambda_t weighting is for eps-prediction")
     n = x0.shape[0]
     if t is None:
-        t = _uniform_steps(schedule.T, n)
+        t = uniform_steps(schedule.T, n)
     if noise is None:
         noise = ops.randn(*x0.shape, dtype=x0.dtype, device=x0.device)
     x_t = q_sample(schedule, x0, t, noise)                                  # line 5's argument
-    target = {"eps": noise, "x0": x0}.get(prediction)
-    if target is None:
-        target = predict_v(schedule, x0, t, noise)
+    target = noise if prediction == "eps" else x0 if prediction == "x0" else predict_v(schedule, x0, t, noise)
     squared = (target - model(x_t, t)) ** 2
     if weighting == "kl":
         squared = squared * coefficient(loss_weight(schedule), t, x0)
     return squared.mean()
 
 
-def _uniform_steps(T: int, n: int) -> np.ndarray:
+def uniform_steps(T: int, n: int) -> np.ndarray:
     """t ~ Uniform({1, …, T}) per example, from minigen's seeded generator."""
     from ...random import generator
     return generator("cpu").integers(1, T + 1, n)
@@ -135,21 +134,28 @@ def _sum_dims(v: Tensor) -> Tensor:
     return v.reshape(v.shape[0], -1).sum(dim=1)
 
 
-def vlb_term(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t: int, mean: Tensor, var, decoder: str = "discrete",
+def vlb_term(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t, mean: Tensor, var, decoder: str = "discrete",
              bins: int = 256) -> Tensor:
     r"""One term of Eq. DIF-7 per example (nats, summed over dimensions), for the reverse step
     :math:`p_\theta(x_{t-1}\mid x_t)=\mathcal N(\text{mean},\text{var})`: for t > 1 the KL
     :math:`L_{t-1}` from the true posterior (Eq. DIF-8/9); for t = 1 the decoder's
     :math:`L_0=-\log p_\theta(x_0\mid x_1)`, over ``bins`` grey levels (Eq. DIF-12, data in [-1, 1]) or,
-    with ``decoder="gaussian"``, as a density (continuous data)."""
+    with ``decoder="gaussian"``, as a density (continuous data). ``t`` is one step for the batch or
+    one per example."""
     from .process import discretized_gaussian_log_likelihood, gaussian_kl, q_posterior
+    steps = np.broadcast_to(np.asarray(t), (x0.shape[0],))
     var = var if isinstance(var, Tensor) else ops.full_like(mean, float(var))
-    if t > 1:
-        true_mean, true_var = q_posterior(schedule, x0, x_t, np.full(x0.shape[0], t))
-        return _sum_dims(gaussian_kl(true_mean, true_var, mean, var))
-    if decoder == "gaussian":
-        return _sum_dims(_gaussian_nll(x0, mean, var))
-    return -_sum_dims(discretized_gaussian_log_likelihood(x0, mean, 0.5 * ops.log(var), bins))
+    kl = decoder_nll = None
+    if np.any(steps > 1):
+        true_mean, _ = q_posterior(schedule, x0, x_t, steps)
+        # the clipped variance only differs at t = 1, where the decoder's term is taken instead
+        kl = _sum_dims(gaussian_kl(true_mean, coefficient(schedule.posterior_variance_clipped, steps, x0), mean, var))
+    if np.any(steps == 1):
+        decoder_nll = _sum_dims(_gaussian_nll(x0, mean, var)) if decoder == "gaussian" else \
+            -_sum_dims(discretized_gaussian_log_likelihood(x0, mean, 0.5 * ops.log(var), bins))
+    if kl is None or decoder_nll is None:
+        return decoder_nll if kl is None else kl
+    return ops.where(ops.tensor(steps == 1, dtype="bool", device=x0.device), decoder_nll, kl)
 
 
 def variational_bound(schedule: NoiseSchedule, reverse, x0: Tensor, decoder: str = "discrete",
@@ -181,30 +187,20 @@ def variational_bound(schedule: NoiseSchedule, reverse, x0: Tensor, decoder: str
 # --------------------------------------------------------------------------- learned variances (Nichol & Dhariwal)
 
 
-def hybrid_loss(schedule: NoiseSchedule, eps_pred: Tensor, var_out: Tensor, x0: Tensor, t, noise: Tensor,
-                weight: float = 0.001, decoder: str = "discrete") -> tuple:
-    r"""Improved DDPM's :math:`L_{hybrid}=L_{simple}+\lambda L_{vlb}` for a network that outputs ε and, per
-    dimension, v ∈ [−1, 1] whose (v + 1)/2 interpolates log σ_t² (Eq. DIF-16). :math:`L_{vlb}` is the
-    bound's term for each example's t (Eq. DIF-7, bits per dimension) with the mean's gradient stopped:
-    the bound trains only the variance, :math:`L_{simple}` only the mean. Returns (loss, simple, vlb)."""
-    from .process import (discretized_gaussian_log_likelihood, gaussian_kl, interpolated_log_variance, mean_from_eps,
-                          q_posterior)
+def hybrid_loss(schedule: NoiseSchedule, eps_pred: Tensor, var_out: Tensor, x0: Tensor, x_t: Tensor, t,
+                noise: Tensor, weight: float = 0.001, decoder: str = "discrete") -> tuple:
+    r"""Improved DDPM's :math:`L_{hybrid}=L_{simple}+\lambda L_{vlb}` for a network that read ``x_t`` (drawn
+    from ``x0`` with ``noise`` at steps ``t``) and output ε and, per dimension, v ∈ [−1, 1] whose
+    (v + 1)/2 interpolates log σ_t² (Eq. DIF-16). :math:`L_{vlb}` is the bound's term for each example's
+    t (:func:`vlb_term`, in bits per dimension) with the mean's gradient stopped: the bound trains only
+    the variance, :math:`L_{simple}` only the mean. Returns (loss, simple, vlb)."""
+    from .process import interpolated_log_variance, mean_from_eps
     t = np.asarray(t)
     simple = ((noise - eps_pred) ** 2).mean()
-    x_t = q_sample(schedule, x0, t, noise)
     mean = mean_from_eps(schedule, x_t, t, eps_pred.detach())
-    log_var = interpolated_log_variance(schedule, t, (var_out + 1.0) * 0.5)
-    true_mean, _ = q_posterior(schedule, x0, x_t, t)
-    # beta~_1 = 0: the KL branch is not used at t = 1, but must stay finite there
-    clipped = np.concatenate([schedule.posterior_variance[1:2], schedule.posterior_variance[1:]])
-    kl = _sum_dims(gaussian_kl(true_mean, coefficient(clipped, t, x0), mean, ops.exp(log_var)))
-    if decoder == "gaussian":
-        nll = _sum_dims(_gaussian_nll(x0, mean, ops.exp(log_var)))
-    else:
-        nll = -_sum_dims(discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var))
-    first = ops.tensor(t == 1, dtype="bool", device=x0.device)
-    dims = float(np.prod(x0.shape[1:]) * np.log(2.0))
-    vlb = (ops.where(first, nll, kl) * (1.0 / dims)).mean()
+    var = ops.exp(interpolated_log_variance(schedule, t, (var_out + 1.0) * 0.5))
+    nats = vlb_term(schedule, x0, x_t, t, mean, var, decoder)
+    vlb = (nats * (1.0 / float(np.prod(x0.shape[1:]) * np.log(2.0)))).mean()
     return simple + weight * vlb, simple, vlb
 
 

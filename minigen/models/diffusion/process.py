@@ -52,6 +52,9 @@ class NoiseSchedule:
         self.alpha_bars = np.cumprod(self.alphas)                                   # Eq. DIF-4
         self.alpha_bars_prev = np.concatenate([[1.0], self.alpha_bars[:-1]])       # ᾱ_{t-1}, ᾱ_0 = 1
         self.posterior_variance = (1 - self.alpha_bars_prev) / (1 - self.alpha_bars) * betas   # β̃_t, Eq. DIF-8
+        # β̃_1 = 0 has no logarithm; where one is needed, t = 1 borrows β̃_2 (as in Nichol & Dhariwal's code)
+        first = self.posterior_variance[1:2] if len(betas) > 1 else betas[:1]
+        self.posterior_variance_clipped = np.concatenate([first, self.posterior_variance[1:]])
 
     @property
     def T(self) -> int:
@@ -205,7 +208,7 @@ def interpolated_log_variance(schedule: NoiseSchedule, t, frac: Tensor) -> Tenso
     dimension and :math:`\log\sigma_t^2=\text{frac}\,\log\beta_t+(1-\text{frac})\,\log\tilde\beta_t`, so the
     learned variance always lies between the two fixed choices (:math:`\tilde\beta_1=0` is replaced by
     :math:`\tilde\beta_2`, as in their code)."""
-    log_beta_tilde = np.log(np.concatenate([schedule.posterior_variance[1:2], schedule.posterior_variance[1:]]))
+    log_beta_tilde = np.log(schedule.posterior_variance_clipped)
     return frac * coefficient(np.log(schedule.betas), t, frac) + (1.0 - frac) * coefficient(log_beta_tilde, t, frac)
 
 

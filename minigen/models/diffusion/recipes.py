@@ -10,7 +10,7 @@ import numpy as np
 from ... import nn, ops
 from ...autograd import Tensor, no_grad
 from ..unet import UNet
-from .ddpm import PREDICTIONS, SIGMAS, ddim_sample, ddpm_loss, ddpm_sample, guided, hybrid_loss
+from .ddpm import PREDICTIONS, SIGMAS, ddim_sample, ddpm_loss, ddpm_sample, guided, hybrid_loss, uniform_steps
 from .process import NoiseSchedule, interpolated_log_variance, predict_eps, q_sample, x0_from_v
 
 __all__ = ["DiffusionModel", "add_ddpm_arguments", "build_ddpm", "evaluate_ddpm", "ddpm_figures"]
@@ -75,12 +75,13 @@ class DiffusionModel(nn.Module):
         else:
             labels = None
         if self.learned_variance:                   # L_hybrid: the bound trains the variance channels
-            from ...random import generator
-            t = generator("cpu").integers(1, self.schedule.T + 1, x0.shape[0])
+            t = uniform_steps(self.schedule.T, x0.shape[0])
             noise = ops.randn(*x0.shape, dtype=x0.dtype, device=x0.device)
-            out = self.net(q_sample(self.schedule, x0, t, noise), t, labels)
+            x_t = q_sample(self.schedule, x0, t, noise)
+            out = self.net(x_t, t, labels)
             c = self.image_shape[0]
-            loss, simple, vlb = hybrid_loss(self.schedule, out[:, :c], out[:, c:], x0, t, noise, self.hybrid_weight)
+            loss, simple, vlb = hybrid_loss(self.schedule, out[:, :c], out[:, c:], x0, x_t, t, noise,
+                                            self.hybrid_weight)
             return loss, {"loss": float(loss.item()), "simple": float(simple.item()), "vlb": float(vlb.item())}
         loss = ddpm_loss(self.schedule, lambda x, t: self.net(x, t, labels), x0, weighting=self.weighting,
                          prediction=self.prediction)

@@ -145,21 +145,28 @@ def gan_trainer_step(model: GAN, cfg: dict, train_images: np.ndarray):
     return game, {"game": game}
 
 
-def _toy(dataset):
+def _toy(name: str):
+    """The 2-D density ``name`` when it has known modes (ring8, grid25), else None."""
     from ...data import TOY_DATASETS, get_toy
-    return get_toy(dataset.name) if dataset.name in TOY_DATASETS else None
+    toy = get_toy(name) if name in TOY_DATASETS else None
+    return toy if hasattr(toy, "mode_centers") else None
+
+
+def _mode_scores(model: GAN, toy) -> dict:
+    """PacGAN's scores of ``SAMPLES_SCORED`` samples: modes captured, high-quality share, reverse KL."""
+    from ...metrics import mode_coverage
+    return mode_coverage(model.sample(SAMPLES_SCORED), toy.mode_centers, toy.mode_std)
 
 
 def evaluate_gan(model: GAN, train, test, args, progress: bool = False) -> dict:
     """2-D data with known modes: modes captured, high-quality samples and reverse KL of 2500 samples.
     Images: the classifier's Fréchet distance to the test set (and the same for held-out training images:
     the floor), classes covered, and for a conditional GAN the accuracy on the requested classes."""
-    from ...metrics import mode_coverage
     if test.images.ndim == 2:
-        toy = _toy(test)
-        if toy is None or not hasattr(toy, "mode_centers"):
+        toy = _toy(test.name)
+        if toy is None:
             raise ValueError(f"gan: 2-D evaluation needs data with known modes (ring8, grid25), not {test.name!r}")
-        return mode_coverage(model.sample(SAMPLES_SCORED), toy.mode_centers, toy.mode_std)
+        return _mode_scores(model, toy)
     from ..classifier import judge_samples
     return judge_samples(model.sample, model.num_classes, train, test, args)
 
@@ -169,16 +176,14 @@ def periodic_modes(model: GAN, test_points: np.ndarray, cfg: dict):
     ``SAMPLES_SCORED`` samples (the final evaluation's numbers, drawn from a fixed seed). Image GANs
     have none: their Fréchet distance needs 10,000 samples and the classifier (``minigen eval``)."""
     from ... import random as mg_random
-    from ...data import TOY_DATASETS, get_toy
-    from ...metrics import mode_coverage
-    toy = get_toy(cfg["data"]) if cfg["data"] in TOY_DATASETS else None
-    if test_points.ndim != 2 or toy is None or not hasattr(toy, "mode_centers"):
+    toy = _toy(cfg["data"])
+    if test_points.ndim != 2 or toy is None:
         return None
 
     def evaluate():
         state = mg_random.get_rng_state()       # the training stream of random numbers stays untouched
         mg_random.manual_seed(cfg["seed"])
-        scores = mode_coverage(model.sample(SAMPLES_SCORED), toy.mode_centers, toy.mode_std)
+        scores = _mode_scores(model, toy)
         mg_random.set_rng_state(state)
         return {f"modes/{k}": v for k, v in scores.items() if k != "counts"}
     return evaluate
