@@ -360,6 +360,63 @@ def nade_backward(x, W, c, V, g):
             g.sum(axis=0).astype(dt, copy=False))
 
 
+# --------------------------------------------------------------------------- SiLU and group normalisation
+#
+# The two element-wise costs of a diffusion U-Net's ResNet blocks, fused: as compositions of
+# engine ops they take nine (SiLU) and a dozen (group norm) passes over the activations.
+# Written with array methods only, so CuPy runs this same code (``kernels/gpu``).
+
+
+def silu(x):
+    """:math:`\\mathrm{SiLU}(x) = x\\,\\sigma(x)`."""
+    return (x * sigmoid(x)).astype(x.dtype, copy=False)
+
+
+def silu_backward(x, g):
+    """:math:`g\\,\\frac{d}{dx}x\\sigma(x) = g\\,\\sigma(x)\\,(1 + x(1 - \\sigma(x)))`."""
+    s = sigmoid(x)
+    return (g * s * (1 + x * (1 - s))).astype(x.dtype, copy=False)
+
+
+def group_norm_forward(x, groups, weight, bias, eps):
+    """Group normalisation of ``x`` (N, C, ...) with C/groups channels per group:
+
+    .. math:: y_{nc\\cdot} = \\gamma_c\\,\\hat x_{nc\\cdot} + \\beta_c, \\qquad
+              \\hat x = (x - \\mu_{ng}) / \\sqrt{\\sigma^2_{ng} + \\epsilon},
+
+    μ and σ² (biased) over the group's channels and positions. Returns y (x's dtype) and the
+    float64 statistics ``mean`` and ``rstd`` = 1/√(σ² + ε), both (N, groups), for the backward."""
+    n, c = x.shape[:2]
+    xg = x.reshape(n, groups, -1).astype("float64")
+    mean = xg.mean(axis=2)
+    rstd = 1.0 / (xg.var(axis=2) + eps) ** 0.5
+    xhat = ((xg - mean[:, :, None]) * rstd[:, :, None]).reshape(n, c, -1)
+    y = xhat * weight.reshape(1, c, 1) + bias.reshape(1, c, 1)
+    return y.reshape(x.shape).astype(x.dtype), mean, rstd
+
+
+def group_norm_backward(x, g, groups, weight, mean, rstd):
+    """Gradients of the group norm for the upstream gradient ``g``:
+
+    .. math:: \\partial x = r\\,\\big(\\gamma g - \\overline{\\gamma g}
+              - \\hat x\\,\\overline{\\gamma g\\,\\hat x}\\big), \\quad
+              \\partial\\gamma_c = \\textstyle\\sum_{n,\\cdot} g\\,\\hat x, \\quad
+              \\partial\\beta_c = \\textstyle\\sum_{n,\\cdot} g
+
+    (bars: means over the group, r = rstd). Returns (dx, dweight, dbias) in x's dtype."""
+    n, c = x.shape[:2]
+    xg = x.reshape(n, groups, -1).astype("float64")
+    xhat = (xg - mean[:, :, None]) * rstd[:, :, None]
+    g3 = g.reshape(n, c, -1).astype("float64")
+    dbias = g3.sum(axis=(0, 2))
+    dweight = (g3 * xhat.reshape(n, c, -1)).sum(axis=(0, 2))
+    gw = (g3 * weight.reshape(1, c, 1)).reshape(n, groups, -1)
+    dx = rstd[:, :, None] * (gw - gw.mean(axis=2, keepdims=True)
+                             - xhat * (gw * xhat).mean(axis=2, keepdims=True))
+    dt = x.dtype
+    return dx.reshape(x.shape).astype(dt), dweight.astype(dt), dbias.astype(dt)
+
+
 # --------------------------------------------------------------------------- diffusion steps (Eq. DIF-4, DIF-14)
 #
 # The two updates every diffusion training step and every sampling step make on
@@ -374,11 +431,16 @@ def diffusion_q_sample(x0, noise, a, b):
     return (a.reshape(shape) * x0 + b.reshape(shape) * noise).astype(x0.dtype, copy=False)
 
 
-def diffusion_p_sample(x_t, eps, noise, c1, c2, sigma):
+def diffusion_p_sample(x_t, eps, noise, c1, c2, sigma, out=None):
     """Eq. DIF-14, Algorithm 2's line 4 for one step t: ``c1 * (x_t - c2 * eps) + sigma * noise`` with
-    scalars c1 = 1/√α_t, c2 = (1 − α_t)/√(1 − ᾱ_t) and σ_t; ``noise`` None (t = 1) adds nothing."""
+    scalars c1 = 1/√α_t, c2 = (1 − α_t)/√(1 − ᾱ_t) and σ_t; ``noise`` None (t = 1) adds nothing.
+    ``out``, when given, is a C-contiguous array of x_t's shape and dtype, distinct from the inputs, that
+    receives the result (a sampler alternates two buffers instead of allocating one per step)."""
     dt = x_t.dtype.type
-    out = dt(c1) * (x_t - dt(c2) * eps)
+    result = dt(c1) * (x_t - dt(c2) * eps)
     if noise is not None:
-        out = out + dt(sigma) * noise
+        result = result + dt(sigma) * noise
+    if out is None:
+        return result
+    out[...] = result
     return out

@@ -418,8 +418,12 @@ def diffusion_updates(kind: str, shape: tuple) -> dict:
     col = (-1,) + (1,) * (len(shape) - 1)
     if kind == "p":
         fused = backend.get_kernel("diffusion_p_sample", "cpu")
-        closures = {"fused": lambda: fused(x, eps, z, c1, c2, sigma),
-                    "numpy": lambda: (x - c2 * eps) * c1 + sigma * z}
+        buffers = [np.empty_like(x), np.empty_like(x)]          # as the sampler does: two buffers, alternated
+
+        def fused_step():
+            buffers.reverse()
+            return fused(x, eps, z, c1, c2, sigma, out=buffers[0])
+        closures = {"fused": fused_step, "numpy": lambda: (x - c2 * eps) * c1 + sigma * z}
     else:
         fused = backend.get_kernel("diffusion_q_sample", "cpu")
         a32, b32 = a.astype(np.float32).reshape(col), b.astype(np.float32).reshape(col)

@@ -13,13 +13,15 @@ def _q_sample_body(x0, noise, a, b, out):
 
 
 def _p_sample_body(x, eps, noise, c1, c2, sigma, out):
+    c1c2 = c1 * c2                    # c1 (x − c2 ε) + σ z as three fused multiply-adds
     for i in numba.prange(x.size):
-        out[i] = c1 * (x[i] - c2 * eps[i]) + sigma * noise[i]
+        out[i] = c1 * x[i] - c1c2 * eps[i] + sigma * noise[i]
 
 
 def _p_mean_body(x, eps, c1, c2, out):
+    c1c2 = c1 * c2
     for i in numba.prange(x.size):
-        out[i] = c1 * (x[i] - c2 * eps[i])
+        out[i] = c1 * x[i] - c1c2 * eps[i]
 
 
 # Waking Numba's worker threads costs more than a (64, 1, 28, 28) update itself; batches of
@@ -36,7 +38,9 @@ def _pick(name, size):
 
 
 def _flat(x, dtype):
-    return np.ascontiguousarray(x, dtype=dtype).reshape(-1)
+    """A 1-D view when x already is C-contiguous ``dtype`` (ravel: ~0.1 µs, a sizeable part of a ~11 µs
+    step), a converted copy otherwise."""
+    return x.ravel() if x.dtype == dtype and x.flags.c_contiguous else np.ascontiguousarray(x, dtype=dtype).ravel()
 
 
 def diffusion_q_sample(x0, noise, a, b):
@@ -49,13 +53,17 @@ def diffusion_q_sample(x0, noise, a, b):
     return out
 
 
-def diffusion_p_sample(x_t, eps, noise, c1, c2, sigma):
-    """See the reference; one pass."""
+def diffusion_p_sample(x_t, eps, noise, c1, c2, sigma, out=None):
+    """See the reference; one pass (into ``out``, the sampler's other buffer, when given)."""
     dt = x_t.dtype
-    out = np.empty(x_t.shape, dtype=dt)
+    if out is None:
+        out = np.empty(x_t.shape, dtype=dt)
+    elif out.shape != x_t.shape or out.dtype != dt or not out.flags.c_contiguous:
+        raise ValueError(f"diffusion_p_sample: out must be a C-contiguous {dt} array of shape {x_t.shape}, "
+                         f"got {out.dtype} {out.shape}")
     x, e = _flat(x_t, dt), _flat(eps, dt)
     if noise is None:
-        _pick("mean", x.size)(x, e, dt.type(c1), dt.type(c2), out.reshape(-1))
+        _pick("mean", x.size)(x, e, dt.type(c1), dt.type(c2), out.ravel())
     else:
-        _pick("p", x.size)(x, e, _flat(noise, dt), dt.type(c1), dt.type(c2), dt.type(sigma), out.reshape(-1))
+        _pick("p", x.size)(x, e, _flat(noise, dt), dt.type(c1), dt.type(c2), dt.type(sigma), out.ravel())
     return out

@@ -62,3 +62,17 @@ def momentum_ascent_step(param, velocity, grad, lr, momentum, weight_decay):
     kernel = _momentum_ascent_parallel if param.size >= PARALLEL_MIN_SIZE else _momentum_ascent_serial
     kernel(param.reshape(-1), velocity.reshape(-1), np.ascontiguousarray(grad, param.dtype).reshape(-1),
            dt(lr), dt(momentum), dt(weight_decay))
+
+
+@numba.vectorize(["float32(float32)", "float64(float64)"], target="parallel", cache=True)
+def silu(x):
+    """x σ(x) in one pass (the engine's x * sigmoid(x) makes five). exp(-x) may overflow to inf for
+    x < -88 in float32: then σ = 0 and the result is the correct 0·x = -0, never NaN."""
+    return x / (1.0 + math.exp(-x))
+
+
+@numba.vectorize(["float32(float32, float32)", "float64(float64, float64)"], target="parallel", cache=True)
+def silu_backward(x, g):
+    """g σ(x)(1 + x(1 − σ(x))), σ recomputed rather than stored."""
+    s = 1.0 / (1.0 + math.exp(-x))
+    return g * s * (1.0 + x * (1.0 - s))

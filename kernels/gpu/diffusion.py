@@ -22,10 +22,10 @@ def diffusion_q_sample(x0, noise, a, b):
                      cupy.asarray(b, dtype=dt), per_example)
 
 
-def diffusion_p_sample(x_t, eps, noise, c1, c2, sigma):
-    """See the reference."""
+def diffusion_p_sample(x_t, eps, noise, c1, c2, sigma, out=None):
+    """See the reference (``out``: CuPy's output argument)."""
     dt = x_t.dtype.type
     if noise is None:
-        return _p_mean(x_t, eps.astype(x_t.dtype, copy=False), dt(c1), dt(c2))
+        return _p_mean(x_t, eps.astype(x_t.dtype, copy=False), dt(c1), dt(c2), out)
     return _p_sample(x_t, eps.astype(x_t.dtype, copy=False), noise.astype(x_t.dtype, copy=False),
-                     dt(c1), dt(c2), dt(sigma))
+                     dt(c1), dt(c2), dt(sigma), out)

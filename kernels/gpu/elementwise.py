@@ -33,3 +33,10 @@ def momentum_ascent_step(param, velocity, grad, lr, momentum, weight_decay):
     """In place, one fused pass (see the reference)."""
     dt = param.dtype.type
     _momentum_ascent(grad.astype(param.dtype, copy=False), dt(lr), dt(momentum), dt(weight_decay), param, velocity)
+
+
+silu = cupy.ElementwiseKernel("T x", "T y", "y = x / ((T)1 + exp(-x))", "minigen_silu")
+
+silu_backward = cupy.ElementwiseKernel(
+    "T x, T g", "T dx", "T s = (T)1 / ((T)1 + exp(-x)); dx = g * s * ((T)1 + x * ((T)1 - s))",
+    "minigen_silu_backward")

@@ -42,7 +42,7 @@ def _specs():
     from . import vae
     from .energy import recipes as energy
     from .gans import recipes as gans
-    from .diffusion import recipes as diffusion
+    from .diffusion import latent, recipes as diffusion
     from . import classifier
     exact = dict(default_data="binarized-mnist", evaluate=ar.evaluate_autoregressive,
                  figures=ar.autoregressive_figures, periodic_eval=ar.periodic_nll)
@@ -123,6 +123,16 @@ def _specs():
                   diffusion.add_ddpm_arguments, diffusion.build_ddpm, default_data="mnist",
                   add_eval_arguments=classifier.add_sample_scoring_arguments, evaluate=diffusion.evaluate_ddpm,
                   figures=diffusion.ddpm_figures, defaults={"lr": 2e-4, "batch_size": 64}),
+        ModelSpec("autoencoder", "KL-regularised autoencoder (Eq. DIF-17's E and D): a conv VAE with a 4x7x7 "
+                  "latent and a small KL weight, the first stage of latent diffusion",
+                  latent.add_autoencoder_arguments, latent.build_autoencoder, default_data="mnist",
+                  evaluate=latent.evaluate_autoencoder, figures=latent.autoencoder_figures,
+                  defaults={"lr": 1e-3, "batch_size": 64}),
+        ModelSpec("latent_diffusion", "latent diffusion (Eq. DIF-17): DDPM on a trained autoencoder's latents, "
+                  "conditioned on captions ('a thin seven') by cross-attention; --autoencoder RUN",
+                  latent.add_latent_diffusion_arguments, latent.build_latent_diffusion, default_data="mnist",
+                  add_eval_arguments=classifier.add_sample_scoring_arguments, evaluate=diffusion.evaluate_ddpm,
+                  figures=diffusion.ddpm_figures, defaults={"lr": 1e-3, "batch_size": 64}),
         ModelSpec("classifier", "digit classifier (a CNN, over 99 percent right on MNIST): the judge of generated samples "
                   "(Frechet distance, class accuracy, classes covered)", classifier.add_classifier_arguments,
                   classifier.build_classifier, default_data="mnist", evaluate=classifier.evaluate_classifier,

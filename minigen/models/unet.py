@@ -23,7 +23,7 @@ import numpy as np
 from .. import nn, ops
 from ..autograd import Tensor
 
-__all__ = ["timestep_embedding", "ResBlock", "AttentionBlock", "UNet"]
+__all__ = ["timestep_embedding", "ResBlock", "AttentionBlock", "CrossAttentionBlock", "UNet"]
 
 
 def timestep_embedding(t, dim: int, max_period: float = 10000.0, dtype="float32", device="cpu") -> Tensor:
@@ -108,6 +108,38 @@ class AttentionBlock(nn.Module):
         return x + self.out(a.transpose(2, 3).reshape(n, c, h, w))
 
 
+class CrossAttentionBlock(nn.Module):
+    r"""Eq. DIF-17, conditioning by cross-attention (Rombach et al. 2022): the pixels of a feature map
+    ask (queries, from GroupNorm and a 1×1 convolution) and the condition's tokens answer (keys and
+    values, linear maps of a (N, L, context_dim) sequence),
+    :math:`\mathrm{softmax}ig(Q K^	op/\sqrt dig)V` per head through the engine's fused attention,
+    then a zero-initialised 1×1 projection added to the input."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int = 4, groups: int = 32):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"CrossAttentionBlock: channels ({channels}) must be divisible by heads ({heads})")
+        self.heads, self.context_dim = int(heads), int(context_dim)
+        self.norm = _norm(channels, groups)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        if context is None or context.ndim != 3 or context.shape[0] != n or context.shape[2] != self.context_dim:
+            raise ValueError(f"CrossAttentionBlock: expected a context of shape ({n}, L, {self.context_dim}), got "
+                             f"{None if context is None else tuple(context.shape)}")
+        d, tokens = c // self.heads, context.shape[1]
+        q = self.q(self.norm(x)).reshape(n, self.heads, d, h * w).transpose(2, 3)        # (N, heads, HW, d)
+        kv = self.kv(context).reshape(n, tokens, 2, self.heads, d)
+        k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)                  # (N, heads, L, d)
+        a = ops.scaled_dot_product_attention(q, k, v)
+        return x + self.out(a.transpose(2, 3).reshape(n, c, h, w))
+
+
 class UNet(nn.Module):
     r"""Eq. DIF-15: the network :math:`\epsilon_\theta(x_t, t)` (or :math:`x_0` / v, or with
     ``learned_variance`` also the interpolation weights of the variance, by its output channels).
@@ -115,12 +147,15 @@ class UNet(nn.Module):
     ``channels`` base width; level i has ``channels × channel_mults[i]`` channels and ``blocks``
     ResNet blocks; ``attention_levels`` lists the levels (0 = full resolution) with self-attention
     (the middle always has one). ``num_classes`` adds a class embedding to the time embedding;
-    label ``num_classes`` is the "no label" token classifier-free guidance needs.
+    label ``num_classes`` is the "no label" token classifier-free guidance needs. ``context_dim`` adds
+    a :class:`CrossAttentionBlock` after every self-attention (latent diffusion's conditioning): the
+    network then reads a (N, L, context_dim) token sequence.
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 64, channel_mults=(1, 2, 2), blocks: int = 2,
                  attention_levels=(2,), heads: int = 4, groups: int = 32, dropout: float = 0.0,
-                 scale_shift: bool = True, num_classes: int | None = None, learned_variance: bool = False):
+                 scale_shift: bool = True, num_classes: int | None = None, learned_variance: bool = False,
+                 context_dim: int | None = None):
         super().__init__()
         mults = tuple(int(m) for m in channel_mults)
         if not mults or min(mults) < 1 or blocks < 1 or channels < 1:
@@ -130,29 +165,31 @@ class UNet(nn.Module):
         if bad:
             raise ValueError(f"UNet: attention_levels must lie in 0..{len(mults) - 1}, got {bad}")
         self.in_channels, self.levels, self.num_classes = int(in_channels), len(mults), num_classes
+        self.context_dim = context_dim
         self.out_channels = self.in_channels * (2 if learned_variance else 1)
         emb_dim, self.time_dim = 4 * channels, channels
         self.time_mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
         block = dict(emb_dim=emb_dim, groups=groups, dropout=dropout, scale_shift=scale_shift)
+        attend = dict(heads=heads, groups=groups, context_dim=context_dim)
 
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.down, skips, width = nn.ModuleList(), [channels], channels
         for level, mult in enumerate(mults):
             for _ in range(blocks):
-                self.down.append(self._stage(width, channels * mult, level in attention_levels, heads, block))
+                self.down.append(self._stage(width, channels * mult, level in attention_levels, block, attend))
                 width = channels * mult
                 skips.append(width)
             if level < len(mults) - 1:
                 self.down.append(nn.Conv2d(width, width, 3, stride=2, padding=1))   # downsample
                 skips.append(width)
-        self.middle = nn.ModuleList([ResBlock(width, width, **block), AttentionBlock(width, heads, groups),
+        self.middle = nn.ModuleList([ResBlock(width, width, **block), *self._attention(width, **attend),
                                      ResBlock(width, width, **block)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(mults))):
             for _ in range(blocks + 1):
                 self.up.append(self._stage(width + skips.pop(), channels * mult, level in attention_levels,
-                                           heads, block))
+                                           block, attend))
                 width = channels * mult
             if level > 0:
                 self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
@@ -163,9 +200,14 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     @staticmethod
-    def _stage(in_ch, out_ch, attention, heads, block) -> nn.ModuleList:
-        return nn.ModuleList([ResBlock(in_ch, out_ch, **block)] +
-                             ([AttentionBlock(out_ch, heads, block["groups"])] if attention else []))
+    def _attention(channels, heads, groups, context_dim) -> list:
+        """Self-attention, and cross-attention to the condition's tokens when there is a context."""
+        return [AttentionBlock(channels, heads, groups)] + \
+            ([CrossAttentionBlock(channels, context_dim, heads, groups)] if context_dim else [])
+
+    @classmethod
+    def _stage(cls, in_ch, out_ch, attention, block, attend) -> nn.ModuleList:
+        return nn.ModuleList([ResBlock(in_ch, out_ch, **block)] + (cls._attention(out_ch, **attend) if attention else []))
 
     @property
     def downsampling(self) -> int:
@@ -184,31 +226,34 @@ class UNet(nn.Module):
             emb = emb + self.class_emb(labels)
         return emb
 
-    def forward(self, x: Tensor, t, labels=None) -> Tensor:
+    def forward(self, x: Tensor, t, labels=None, context: Tensor | None = None) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"UNet: expected x of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[2] % self.downsampling or x.shape[3] % self.downsampling:
             raise ValueError(f"UNet: image sides must be divisible by {self.downsampling} "
                              f"({self.levels} levels), got {tuple(x.shape[2:])}")
+        if (context is not None) != bool(self.context_dim):
+            raise ValueError("UNet: a network built with context_dim needs a context (and one without refuses it); "
+                             f"context_dim={self.context_dim}, context given: {context is not None}")
         emb = self.embed(t, labels, like=x)
         h = self.conv_in(x)
         skips = [h]
         for module in self.down:
-            h = self._run(module, h, emb)
+            h = self._run(module, h, emb, context)
             skips.append(h)
-        for module in self.middle:
-            h = module(h, emb) if isinstance(module, ResBlock) else module(h)
+        h = self._run(self.middle, h, emb, context)
         for module in self.up:
             if isinstance(module, nn.ModuleList):           # a stage: concatenate the skip first
-                h = self._run(module, ops.cat([h, skips.pop()], dim=1), emb)
+                h = self._run(module, ops.cat([h, skips.pop()], dim=1), emb, context)
             else:
                 h = module(h)
         return self.conv_out(ops.silu(self.norm_out(h)))
 
     @staticmethod
-    def _run(module, h: Tensor, emb: Tensor) -> Tensor:
+    def _run(module, h: Tensor, emb: Tensor, context) -> Tensor:
         if not isinstance(module, nn.ModuleList):           # a downsampling convolution
             return module(h)
-        for layer in module:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        for layer in module:                                # each block reads what it needs
+            h = layer(h, emb) if isinstance(layer, ResBlock) else \
+                layer(h, context) if isinstance(layer, CrossAttentionBlock) else layer(h)
         return h

@@ -263,7 +263,7 @@ class VAE(LatentVariableModel):
         q = self.posterior(x)
         z = q.rsample((k,))                                   # (k, B, latent)
         b = x.shape[0]
-        log_px_z = self.decode(z.reshape(k * b, self.latent_dim)).log_prob_per_example(x).reshape(k, b)
+        log_px_z = self.decode(z.reshape(k * b, *z.shape[2:])).log_prob_per_example(x).reshape(k, b)
         log_pz = sum_except_batch(self.prior(1).log_prob(z), batch_dims=2)
         log_qz = sum_except_batch(q.log_prob(z), batch_dims=2)
         return log_px_z + log_pz - log_qz

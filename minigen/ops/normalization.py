@@ -6,12 +6,15 @@ affine map,
 .. math:: y = \\gamma \\, \\frac{x - \\mu}{\\sqrt{\\sigma^2 + \\epsilon}} + \\beta,
 
 and differ only in the axes the statistics :math:`\\mu, \\sigma^2` are taken over.
-They are compositions of differentiable ops, so their gradients (and second
-derivatives) come from the engine.
+Batch, layer and instance norm are compositions of differentiable ops, so their
+gradients (and second derivatives) come from the engine; group norm, which a
+diffusion U-Net applies to every activation twice, is one fused kernel each way
+with the same formulas in engine ops for second derivatives.
 """
 from __future__ import annotations
 
-from ..autograd import no_grad
+from .. import backend
+from ..autograd import Function, Tensor, is_grad_enabled, no_grad
 from ._util import check_tensor
 
 
@@ -109,9 +112,50 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):  # noqa: A0
         raise ValueError(f"{name}: {c} channels are not divisible by num_groups={num_groups}")
     for arg, t in (("weight", weight), ("bias", bias)):
         _check_channels(name, arg, t, c)
-    grouped = input.reshape(n, num_groups, -1)
-    y = _standardize(grouped, (2,), eps).reshape(*input.shape)
-    return _affine(y, weight, bias)
+    if weight is None:
+        weight = Tensor._wrap(input.xp.ones(c, dtype=input.dtype))
+    if bias is None:
+        bias = Tensor._wrap(input.xp.zeros(c, dtype=input.dtype))
+    return GroupNorm.apply(input, weight, bias, num_groups, eps)
+
+
+class GroupNorm(Function):
+    """Group norm with its affine map as one fused kernel each way (``group_norm_forward`` /
+    ``group_norm_backward`` in ``kernels/``): a U-Net's ResNet blocks normalise every activation
+    twice, and as a composition of engine ops that is a dozen passes forward and more backward.
+    Under ``create_graph=True`` the backward is the same formula in differentiable ops."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups, eps):
+        kernel = backend.get_kernel("group_norm_forward", backend.device_of(x))
+        y, ctx.mean, ctx.rstd = kernel(x, groups, weight, bias, eps)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, bias, groups, eps = ctx.inputs
+        if is_grad_enabled():
+            dx, dweight, dbias = _group_norm_backward_differentiable(x, weight, g, groups, eps)
+        else:
+            kernel = backend.get_kernel("group_norm_backward", x.device)
+            dx, dweight, dbias = (Tensor._wrap(a) for a in kernel(x.data, g.data, groups, weight.data,
+                                                                   ctx.mean, ctx.rstd))
+        return (dx if x.requires_grad else None, dweight if weight.requires_grad else None,
+                dbias if bias.requires_grad else None, None, None)
+
+
+def _group_norm_backward_differentiable(x, weight, g, groups, eps):
+    """``kernels.reference.group_norm_backward`` in engine ops: the statistics are recomputed from x
+    as tensors, so differentiating this again is exact."""
+    n, c = x.shape[:2]
+    grouped = x.reshape(n, groups, -1)
+    centred = grouped - grouped.mean(dim=2, keepdim=True)
+    rstd = ((centred * centred).mean(dim=2, keepdim=True) + eps).rsqrt()
+    xhat = centred * rstd
+    gw = (g * weight.reshape(*((1, c) + (1,) * (x.ndim - 2)))).reshape(n, groups, -1)
+    dx = rstd * (gw - gw.mean(dim=2, keepdim=True) - xhat * (gw * xhat).mean(dim=2, keepdim=True))
+    axes = (0,) + tuple(range(2, x.ndim))
+    return dx.reshape(*x.shape), (g * xhat.reshape(*x.shape)).sum(dim=axes), g.sum(dim=axes)
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,  # noqa: A002

@@ -44,6 +44,26 @@ def test_p_sample_cpu_matches_reference(dtype, shape, seed, last):
     np.testing.assert_allclose(got, want, **TOL[dtype])
 
 
+@pytest.mark.parametrize("impl", [cpu, ref], ids=["numba", "reference"])
+def test_p_sample_writes_into_a_given_buffer(impl):
+    """The sampler's second buffer: the result lands in ``out`` (returned), the inputs are untouched."""
+    (x, eps, noise), _ = arrays((4, 3, 5), 3, np.float32)
+    keep = x.copy()
+    out = np.full_like(x, np.nan)
+    for z in (noise, None):
+        got = impl.diffusion_p_sample(x, eps, z, 1.1, 0.2, 0.3, out=out)
+        assert got is out
+        np.testing.assert_allclose(out, ref.diffusion_p_sample(x, eps, z, 1.1, 0.2, 0.3), **TOL[np.float32])
+    np.testing.assert_array_equal(x, keep)
+
+
+def test_p_sample_refuses_a_wrong_buffer():
+    (x, eps, noise), _ = arrays((4, 6), 3, np.float32)
+    for bad in (np.empty((4, 5), np.float32), np.empty((4, 6), np.float64), np.empty((6, 4), np.float32).T):
+        with pytest.raises(ValueError, match="out must be a C-contiguous float32 array of shape"):
+            cpu.diffusion_p_sample(x, eps, noise, 1.1, 0.2, 0.3, out=bad)
+
+
 def test_parallel_versions_and_strided_inputs():
     size = cpu.PARALLEL_MIN_SIZE
     (x, eps, noise), rng = arrays((4, size // 4 + 3), 0, np.float32)          # above the threshold
@@ -85,4 +105,9 @@ def test_gpu_matches_reference():
                 got = cupy.asnumpy(gpu.diffusion_p_sample(cupy.asarray(x), cupy.asarray(eps),
                                                           None if z is None else cupy.asarray(z), 1.1, 0.2, 0.3))
                 np.testing.assert_allclose(got, ref.diffusion_p_sample(x, eps, z, 1.1, 0.2, 0.3), **TOL[dtype])
+                out = cupy.empty(shape, dtype)
+                assert gpu.diffusion_p_sample(cupy.asarray(x), cupy.asarray(eps), None if z is None else
+                                              cupy.asarray(z), 1.1, 0.2, 0.3, out=out) is out
+                np.testing.assert_allclose(cupy.asnumpy(out), ref.diffusion_p_sample(x, eps, z, 1.1, 0.2, 0.3),
+                                           **TOL[dtype])
     assert backend.get_kernel("diffusion_p_sample", "cuda") is gpu.diffusion_p_sample

@@ -84,16 +84,16 @@ def uniform_steps(T: int, n: int) -> np.ndarray:
 
 
 def p_sample_step(schedule: NoiseSchedule, eps_model, x_t: Tensor, t: int, noise: Tensor | None = None,
-                  sigma: str = "beta") -> Tensor:
+                  sigma: str = "beta", out=None) -> Tensor:
     r"""Eq. DIF-14, Algorithm 2's line 4 for one step t (the same for the whole batch):
     :math:`x_{t-1}=\frac1{\sqrt{\alpha_t}}\big(x_t-\frac{1-\alpha_t}{\sqrt{1-\bar\alpha_t}}\epsilon_\theta(x_t,t)\big)
     +\sigma_tz`, with z = 0 at t = 1. ``eps_model`` may return (ε, log σ²): a learned variance per element
-    (Nichol & Dhariwal) replaces the fixed ``sigma``."""
+    (Nichol & Dhariwal) replaces the fixed ``sigma``. ``out``: an array for x_{t−1} (see the sampler)."""
     if not 1 <= int(t) <= schedule.T:
         raise ValueError(f"p_sample_step: t must lie in 1..{schedule.T}, got {t}")
     t = int(t)
-    out = eps_model(x_t, np.full(x_t.shape[0], t))
-    eps, log_var = out if isinstance(out, tuple) else (out, None)      # a learned variance: (ε, log σ²)
+    prediction = eps_model(x_t, np.full(x_t.shape[0], t))
+    eps, log_var = prediction if isinstance(prediction, tuple) else (prediction, None)   # learned: (ε, log σ²)
     alpha, alpha_bar = schedule.alphas[t - 1], schedule.alpha_bars[t - 1]
     c1, c2 = 1 / np.sqrt(alpha), (1 - alpha) / np.sqrt(1 - alpha_bar)
     # the whole line in one fused pass (the engine's ops would make four passes and three temporaries)
@@ -104,7 +104,7 @@ def p_sample_step(schedule: NoiseSchedule, eps_model, x_t: Tensor, t: int, noise
         mean = Tensor._wrap(fused(x_t.data, eps.data, None, c1, c2, 0.0))
         return mean if t == 1 else mean + ops.exp(0.5 * log_var) * noise     # no noise at the last step
     sigma_t = float(np.sqrt(reverse_variance(schedule, sigma)[t - 1]))
-    return Tensor._wrap(fused(x_t.data, eps.data, noise.data, c1, c2, sigma_t))
+    return Tensor._wrap(fused(x_t.data, eps.data, noise.data, c1, c2, sigma_t, out))
 
 
 def ddpm_sample(schedule: NoiseSchedule, eps_model, shape: tuple, sigma: str = "beta", dtype: str = "float32",
@@ -114,12 +114,13 @@ def ddpm_sample(schedule: NoiseSchedule, eps_model, shape: tuple, sigma: str = "
     (t, x_t) every ``keep_every`` steps (the denoising strip)."""
     from tqdm.auto import tqdm
     x = ops.randn(*shape, dtype=dtype, device=device)
-    kept = [(schedule.T, x)] if keep_every else []
+    kept = [(schedule.T, x.clone())] if keep_every else []
+    spare = None     # two buffers, alternated: x_{t-1} is written over x_{t+1}, which nothing reads again
     with no_grad():
         for t in tqdm(range(schedule.T, 0, -1), total=schedule.T, disable=not progress, desc="DDPM", unit="step"):
-            x = p_sample_step(schedule, eps_model, x, t, sigma=sigma)
+            x, spare = p_sample_step(schedule, eps_model, x, t, sigma=sigma, out=spare), x.data
             if keep_every and ((t - 1) % keep_every == 0):
-                kept.append((t - 1, x))
+                kept.append((t - 1, x.clone()))
     return (x, kept) if keep_every else x
 
 

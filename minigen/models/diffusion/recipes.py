@@ -13,7 +13,7 @@ from ..unet import UNet
 from .ddpm import PREDICTIONS, SIGMAS, ddim_sample, ddpm_loss, ddpm_sample, guided, hybrid_loss, uniform_steps
 from .process import NoiseSchedule, interpolated_log_variance, predict_eps, q_sample, x0_from_v
 
-__all__ = ["DiffusionModel", "add_ddpm_arguments", "build_ddpm", "evaluate_ddpm", "ddpm_figures"]
+__all__ = ["DiffusionModel", "add_ddpm_arguments", "build_unet", "build_ddpm", "evaluate_ddpm", "ddpm_figures"]
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -126,7 +126,7 @@ class DiffusionModel(nn.Module):
             if labels is None:
                 from ...random import generator
                 labels = generator("cpu").integers(0, self.num_classes, n)
-            eps_model = guided(self.eps, np.asarray(labels, np.int64), guidance)
+            eps_model = guided(self.eps, self._guidance_labels(labels), guidance)
         else:
             eps_model = self.eps
         shape = (n, *self.image_shape)
@@ -142,8 +142,15 @@ class DiffusionModel(nn.Module):
                     x, kept = out if keep_every else (out, [])
         finally:
             self.train(was_training)
-        to_image = lambda v: np.clip((v.numpy() + 1.0) / 2.0, 0.0, 1.0)     # noqa: E731
-        return (to_image(x), [(t, to_image(v)) for t, v in kept]) if keep_every else to_image(x)
+        return (self.decode(x), [(t, self.decode(v)) for t, v in kept]) if keep_every else self.decode(x)
+
+    def _guidance_labels(self, labels):
+        """The condition as the network reads it (class indices here)."""
+        return np.asarray(labels, np.int64)
+
+    def decode(self, x: Tensor) -> np.ndarray:
+        """Samples of the process → images in [0, 1]: x_0 ∈ [-1, 1] mapped back and clipped."""
+        return np.clip((x.numpy() + 1.0) / 2.0, 0.0, 1.0)
 
 
 def add_ddpm_arguments(parser) -> None:
@@ -179,20 +186,25 @@ def _ints(text: str, name: str) -> tuple:
         raise ValueError(f"{name}: expected comma-separated integers, got {text!r}") from None
 
 
+def build_unet(cfg: dict, shape, classes=None, context_dim=None) -> UNet:
+    """The U-Net the options describe, for inputs of ``shape`` (C, H, W)."""
+    mults = _ints(cfg["channel_mults"], "--channel-mults")
+    side = 2 ** (len(mults) - 1)
+    if shape[1] % side or shape[2] % side:
+        raise ValueError(f"{cfg.get('model', 'ddpm')}: {len(mults)} U-Net levels need sides divisible by {side}, "
+                         f"got {tuple(shape[1:])}; use fewer --channel-mults")
+    return UNet(shape[0], cfg["channels"], mults, cfg["blocks"], _ints(cfg["attention_levels"], "--attention-levels"),
+                cfg["heads"], cfg["groups"], cfg["dropout"], cfg["time_embedding"] == "scale-shift", classes,
+                cfg.get("learned_variance", False), context_dim)
+
+
 def build_ddpm(cfg: dict, image_shape) -> DiffusionModel:
     if len(image_shape) != 3:
         raise ValueError(f"ddpm: needs images (C, H, W), got data of shape {tuple(image_shape)}")
     classes = cfg.get("num_classes") if cfg.get("conditional") else None
     if cfg.get("conditional") and not classes:
         raise ValueError("ddpm --conditional: the data has no class labels")
-    mults = _ints(cfg["channel_mults"], "--channel-mults")
-    net = UNet(image_shape[0], cfg["channels"], mults, cfg["blocks"], _ints(cfg["attention_levels"], "--attention-levels"),
-               cfg["heads"], cfg["groups"], cfg["dropout"], cfg["time_embedding"] == "scale-shift", classes,
-               cfg.get("learned_variance", False))
-    side = 2 ** (len(mults) - 1)
-    if image_shape[1] % side or image_shape[2] % side:
-        raise ValueError(f"ddpm: {len(mults)} U-Net levels need image sides divisible by {side}, "
-                         f"got {tuple(image_shape[1:])}; use fewer --channel-mults")
+    net = build_unet(cfg, image_shape, classes)
     make = NoiseSchedule.linear if cfg["noise_schedule"] == "linear" else NoiseSchedule.cosine
     return DiffusionModel(net, make(cfg["timesteps"]), image_shape, cfg["prediction"], cfg["loss"],
                           cfg["label_dropout"] if classes else 0.0, cfg["sigma"], cfg.get("hybrid_weight", 0.001))
@@ -232,6 +244,6 @@ def ddpm_figures(model: DiffusionModel, run_dir: str, images: np.ndarray, progre
     x, strip = model.sample(n, labels, progress=progress, keep_every=every)
     grid = save_image_grid(x, os.path.join(run_dir, "ddpm_samples.png"), nrow=8)
     rows = [v[:8] for _, v in strip]                       # 8 samples, 11 moments from x_T to x_0
-    frames = np.stack(rows, axis=1).reshape(-1, *model.image_shape)
+    frames = np.stack(rows, axis=1).reshape(-1, *rows[0].shape[1:])     # decoded: images, also for latents
     strip_path = save_image_grid(frames, os.path.join(run_dir, "ddpm_strip.png"), nrow=len(rows))
     return [("samples (Algorithm 2)", grid), (f"denoising x_T -> x_0, every {every} steps", strip_path)]
