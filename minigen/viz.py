@@ -327,8 +327,10 @@ def plot_curves(metrics, path, keys: Optional[Sequence[str]] = None, x: Optional
 
 
 # --------------------------------------------------------------------------- 2-D plots
-def scatter_2d(points, path, title: Optional[str] = None, reference=None, lim=None) -> str:
-    """Scatter (n, 2) ``points``; ``reference`` (m, 2) points drawn as red crosses.
+def scatter_2d(points, path, title: Optional[str] = None, reference=None, lim=None,
+               density: Optional[Callable] = None) -> str:
+    """Scatter (n, 2) ``points``; ``reference`` (m, 2) points drawn as red crosses; ``density``, a
+    log-density of (k, 2) float64 points (needs ``lim``), shaded underneath.
 
     ``lim`` is ``a`` for [-a, a] or ``(lo, hi)`` on both axes; None autoscales.
     Non-finite points are dropped and counted in the legend. Returns ``path``.
@@ -336,12 +338,20 @@ def scatter_2d(points, path, title: Optional[str] = None, reference=None, lim=No
     pts = _points(points, "points")
     ref = None if reference is None else _points(reference, "reference")
     limits = None if lim is None else _limits(lim, "lim")
+    if density is not None and limits is None:
+        raise ValueError("scatter_2d: a density background needs lim")
 
     finite = np.isfinite(pts).all(axis=1)
     dropped = int((~finite).sum())
     pts = pts[finite]
     fig = Figure(figsize=(5, 5), layout="constrained")
     ax = fig.add_subplot()
+    if density is not None:
+        axis = np.linspace(*limits, 200)
+        gx, gy = np.meshgrid(axis, axis)
+        with np.errstate(over="ignore", under="ignore"):
+            shade = np.exp(np.asarray(density(np.stack([gx.ravel(), gy.ravel()], 1)), np.float64)).reshape(200, 200)
+        ax.imshow(shade, origin="lower", extent=(*limits, *limits), cmap="Greys", interpolation="bilinear")
     size = float(np.clip(2000.0 / max(len(pts), 1), 1.0, 20.0))
     label = f"samples ({len(pts)})" + (f", {dropped} non-finite dropped" if dropped else "")
     ax.scatter(pts[:, 0], pts[:, 1], s=size, alpha=0.5, linewidths=0, label=label)

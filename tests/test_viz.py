@@ -273,6 +273,10 @@ def test_scatter_2d_writes_png(tmp_path):
     _png_ok(viz.scatter_2d(samples, tmp_path / "s.png", title="ring", reference=centers, lim=3))
     _png_ok(viz.scatter_2d(mg.tensor(samples[1:].astype(np.float32)), tmp_path / "t.png",
                            lim=(-3, 3)))
+    from minigen.data import get_toy
+    _png_ok(viz.scatter_2d(samples[1:], tmp_path / "d.png", lim=3, density=get_toy("ring8").log_prob))
+    with pytest.raises(ValueError, match="a density background needs lim"):
+        viz.scatter_2d(samples[1:], tmp_path / "e.png", density=get_toy("ring8").log_prob)
     _no_temp_files(tmp_path)
 
 

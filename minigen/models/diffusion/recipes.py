@@ -18,6 +18,23 @@ __all__ = ["DiffusionModel", "add_ddpm_arguments", "build_unet", "build_ddpm", "
 SAMPLERS = ("ddpm", "ddim")
 
 
+class MLPDenoiser(nn.Module):
+    """The ε-network for 2-D points: [x, sinusoid(t)] through SiLU layers (the U-Net's role for images)."""
+
+    def __init__(self, dim: int = 2, width: int = 128, layers: int = 3):
+        super().__init__()
+        from ..unet import timestep_embedding
+        self._embed = timestep_embedding
+        self.in_channels = self.out_channels = int(dim)
+        self.num_classes, self.time_dim = None, 32
+        sizes = [dim + self.time_dim] + [width] * layers
+        hidden = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.SiLU())]
+        self.net = nn.Sequential(*hidden, nn.Linear(width, dim))
+
+    def forward(self, x: Tensor, t, labels=None) -> Tensor:
+        return self.net(ops.cat([x, self._embed(t, self.time_dim, dtype=x.dtype, device=x.device)], dim=1))
+
+
 class DiffusionModel(nn.Module):
     """A denoising network with its noise schedule: ``loss`` is Algorithm 1, ``sample`` Algorithm 2 (or DDIM).
 
@@ -43,6 +60,8 @@ class DiffusionModel(nn.Module):
         if not 0.0 <= label_dropout < 1.0:
             raise ValueError(f"ddpm: label_dropout must lie in [0, 1), got {label_dropout}")
         self.net, self.schedule, self.image_shape = net, schedule, tuple(image_shape)
+        self.points = len(self.image_shape) == 1          # 2-D toys: the process runs on the points themselves
+        self.data_name = None                               # a toy's name: its true density for the figures
         self.prediction, self.weighting, self.sigma = prediction, weighting, sigma
         self.label_dropout = float(label_dropout)
 
@@ -65,7 +84,7 @@ class DiffusionModel(nn.Module):
     def loss(self, batch):
         """Algorithm 1 on one batch: (mean loss, {"loss": …})."""
         images, labels = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
-        x0 = 2.0 * (images if isinstance(images, Tensor) else ops.tensor(np.asarray(images, np.float32))) - 1.0
+        x0 = self.to_process(images if isinstance(images, Tensor) else ops.tensor(np.asarray(images, np.float32)))
         if self.num_classes:
             labels = np.array(labels.numpy() if isinstance(labels, Tensor) else labels, dtype=np.int64)
             if self.label_dropout:
@@ -100,14 +119,17 @@ class DiffusionModel(nn.Module):
             if isinstance(eps, tuple):                     # a learned variance
                 return mean_from_eps(self.schedule, x_t, steps, eps[0]), ops.exp(eps[1])
             return mean_from_eps(self.schedule, x_t, steps, eps), float(variances[t - 1])
-        levels = np.round(np.asarray(images, np.float64) * 255) / 255          # the data's 256 grey levels
+        if self.points:      # continuous data: L_0 is a density, the bound one on −log p(x) in nats per point
+            data, decoder = np.asarray(images, np.float32), "gaussian"
+        else:
+            data, decoder = (2 * np.round(np.asarray(images, np.float64) * 255) / 255 - 1).astype(np.float32), "discrete"
         totals = []
         was_training = self.training
         self.eval()
         try:
-            for i in range(0, len(levels), batch_size):
-                x0 = ops.tensor((2 * levels[i:i + batch_size] - 1).astype(np.float32))
-                totals.append(variational_bound(self.schedule, reverse, x0, "discrete", progress)["total"])
+            for i in range(0, len(data), batch_size):
+                x0 = ops.tensor(data[i:i + batch_size])
+                totals.append(variational_bound(self.schedule, reverse, x0, decoder, progress)["total"])
         finally:
             self.train(was_training)
         return np.concatenate(totals)
@@ -148,9 +170,13 @@ class DiffusionModel(nn.Module):
         """The condition as the network reads it (class indices here)."""
         return np.asarray(labels, np.int64)
 
+    def to_process(self, images: Tensor) -> Tensor:
+        """Data → the process's x_0: images in [0, 1] to [-1, 1] (points as they are)."""
+        return images if self.points else 2.0 * images - 1.0
+
     def decode(self, x: Tensor) -> np.ndarray:
-        """Samples of the process → images in [0, 1]: x_0 ∈ [-1, 1] mapped back and clipped."""
-        return np.clip((x.numpy() + 1.0) / 2.0, 0.0, 1.0)
+        """Samples of the process → data: x_0 ∈ [-1, 1] mapped back to images in [0, 1] and clipped."""
+        return x.numpy() if self.points else np.clip((x.numpy() + 1.0) / 2.0, 0.0, 1.0)
 
 
 def add_ddpm_arguments(parser) -> None:
@@ -199,15 +225,22 @@ def build_unet(cfg: dict, shape, classes=None, context_dim=None) -> UNet:
 
 
 def build_ddpm(cfg: dict, image_shape) -> DiffusionModel:
-    if len(image_shape) != 3:
-        raise ValueError(f"ddpm: needs images (C, H, W), got data of shape {tuple(image_shape)}")
+    if len(image_shape) not in (1, 3):
+        raise ValueError(f"ddpm: needs images (C, H, W) or points (D,), got data of shape {tuple(image_shape)}")
     classes = cfg.get("num_classes") if cfg.get("conditional") else None
     if cfg.get("conditional") and not classes:
         raise ValueError("ddpm --conditional: the data has no class labels")
-    net = build_unet(cfg, image_shape, classes)
+    if len(image_shape) == 1:
+        if classes or cfg.get("learned_variance"):
+            raise ValueError("ddpm on points: --conditional and --learned-variance are for images")
+        net = MLPDenoiser(image_shape[0], 4 * cfg["channels"])
+    else:
+        net = build_unet(cfg, image_shape, classes)
     make = NoiseSchedule.linear if cfg["noise_schedule"] == "linear" else NoiseSchedule.cosine
-    return DiffusionModel(net, make(cfg["timesteps"]), image_shape, cfg["prediction"], cfg["loss"],
-                          cfg["label_dropout"] if classes else 0.0, cfg["sigma"], cfg.get("hybrid_weight", 0.001))
+    model = DiffusionModel(net, make(cfg["timesteps"]), image_shape, cfg["prediction"], cfg["loss"],
+                           cfg["label_dropout"] if classes else 0.0, cfg["sigma"], cfg.get("hybrid_weight", 0.001))
+    model.data_name = cfg.get("data") if len(image_shape) == 1 else None
+    return model
 
 
 def evaluate_ddpm(model: DiffusionModel, train, test, args, progress: bool = False) -> dict:
@@ -218,6 +251,8 @@ def evaluate_ddpm(model: DiffusionModel, train, test, args, progress: bool = Fal
     from ...cli import sampler_options
     from ..classifier import judge_samples
     options = sampler_options(args)
+    if model.points:
+        return _evaluate_points(model, test, options, progress)
 
     def draw(count, labels):
         return model.sample(count, labels, **options)
@@ -232,12 +267,36 @@ def evaluate_ddpm(model: DiffusionModel, train, test, args, progress: bool = Fal
     return scores
 
 
+def _evaluate_points(model: DiffusionModel, test, options: dict, progress: bool) -> dict:
+    """2-D toys: the bound (Eq. DIF-7) on the held-out points' −log p_θ(x) against the density's true entropy
+    H = E[−log p(x)] on the same points (the bound can only exceed it: by the KL from the data to the model
+    plus the bound's own gap), and how likely the samples are under the true density."""
+    from ...data import get_toy
+    toy = get_toy(test.name)
+    nats = model.variational_bound(test.images, progress=progress)
+    entropy = -toy.log_prob(test.images.astype(np.float64))
+    samples = model.sample(len(test.images), **options)
+    return {"test_bound_nats": float(nats.mean()), "test_bound_nats_se": float(nats.std() / np.sqrt(len(nats))),
+            "true_entropy_nats": float(entropy.mean()), "bound_minus_entropy": float(nats.mean() - entropy.mean()),
+            "sample_log_density": float(toy.log_prob(samples.astype(np.float64)).mean()),
+            "test_log_density": float(-entropy.mean()), "points": int(len(nats)),
+            "sampler": options.get("sampler", "ddpm")}
+
+
 def ddpm_figures(model: DiffusionModel, run_dir: str, images: np.ndarray, progress: bool = False) -> list:
     """A grid of Algorithm 2's samples (one row per class when conditional) and the denoising strip
-    x_T → x_0 of its first rows."""
+    x_T → x_0 of its first rows; for 2-D points, samples over the true density."""
     import os
 
     from ...viz import save_image_grid
+    if model.points:
+        from ...data import get_toy
+        from ...viz import scatter_2d
+        lo, hi = np.percentile(images, 0.5), np.percentile(images, 99.5)
+        lim = (lo - 0.15 * (hi - lo), hi + 0.15 * (hi - lo))
+        return [("2000 samples of Algorithm 2 over the data's density",
+                 scatter_2d(model.sample(2000, progress=progress), os.path.join(run_dir, "ddpm_samples_2d.png"),
+                            lim=lim, density=get_toy(model.data_name).log_prob if model.data_name else None))]
     labels = np.repeat(np.arange(model.num_classes), 8) if model.num_classes else None
     n = len(labels) if labels is not None else 64
     every = max(1, model.schedule.T // 10)
