@@ -135,9 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
     ev.add_argument("--output", help="file name inside the run folder (default: eval.json)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_sampler_arguments(ev).add_argument(
+    samplers = _add_sampler_arguments(ev)
+    samplers.add_argument(
         "--bound", action="store_true", help="ddpm: also the variational bound (Eq. DIF-7) in bits/dim — T network "
                                              "passes per test batch: combine with --limit on a CPU")
+    samplers.add_argument("--bound-terms", choices=["all", "sampled"], default="all",
+                          help="ddpm --bound: sum all T terms, or one random term per image times T (unbiased, "
+                               "one pass per image: the whole test set) (default: all)")
     from .models.experiments import add_experiment_arguments
     add_experiment_arguments(ev.add_argument_group("experiments (hopfield, bm, planar, gan-modes)"))
     from .models import registry

@@ -13,6 +13,9 @@ import os
 __all__ = ["DEMOS", "FIGURES", "TABLE_COLUMNS", "run_demo"]
 
 # (section title, what it shows, `minigen train` arguments); entries without --data train on the digits
+# Where a demo needs an earlier demo's run folder (latent diffusion: the autoencoder), the most recent one.
+AUTOENCODER = "<the autoencoder run above>"
+
 DEMOS = [
     ("FVSBN — a logistic regression per pixel (Eq. AR-1)",
      "The chain rule with the simplest conditionals: p(x_i | x_<i) = σ(b_i + Σ_{j<i} W_ij x_j). "
@@ -103,13 +106,29 @@ DEMOS = [
      ["ddpm", "--data", "digits", "--binarize", "none", "--channels", "16", "--channel-mults", "1,2",
       "--attention-levels", "1", "--groups", "4", "--timesteps", "100", "--steps", "3000", "--ema", "0.995",
       "--schedule", "cosine", "--lr", "1e-3"]),
+    ("DDPM on two moons (Eq. DIF-7)",
+     "The same Algorithm 1 with an MLP ε-network on 2-D points; the variational bound on held-out points' "
+     "−log p(x) (Gaussian decoder L_0) stands beside the density's true entropy, samples over the density.",
+     ["ddpm", "--data", "moons", "--timesteps", "200", "--steps", "3000", "--batch-size", "256", "--lr", "1e-3",
+      "--schedule", "cosine", "--ema", "0.995"]),
+    ("The first stage of latent diffusion: a KL autoencoder (Eq. DIF-17)",
+     "A conv VAE whose latent is a 4×2×2 map (4× fewer numbers than pixels) and whose KL weight is small: "
+     "held-out reconstructions and their pixel error.",
+     ["autoencoder", "--data", "digits", "--binarize", "none", "--width", "16", "--steps", "1500", "--lr", "2e-3"]),
+    ("Latent diffusion with captions (Eq. DIF-17)",
+     "DDPM on the autoencoder's latents, its ε-network reading captions such as \"a thin seven\" through "
+     "cross-attention; each row of samples is one class (guided), decoded by the autoencoder.",
+     ["latent_diffusion", "--data", "digits", "--binarize", "none", "--autoencoder", AUTOENCODER, "--channels", "32",
+      "--timesteps", "100", "--steps", "3000", "--ema", "0.995", "--schedule", "cosine"]),
 ]
+
 
 # The metrics table: each family's headline numbers (log-probabilities are in nats per image).
 TABLE_COLUMNS = ("test_nll", "true_entropy", "test_nll_iwae1000", "test_elbo", "test_log_prob_ais", "test_bound_ais",
                  "bits_per_dim", "linear_probe_accuracy", "test_accuracy", "modes", "high_quality",
                  "frechet_distance", "frechet_distance_real", "class_accuracy", "cycle_error_x",
-                 "translation_error_x2y", "label_agreement_x_gx")
+                 "translation_error_x2y", "label_agreement_x_gx", "test_bound_nats", "true_entropy_nats",
+                 "test_mae")
 
 # The pictures a run folder may hold, in gallery order, with their captions.
 FIGURES = [("samples, one pixel at a time", "ar_samples.png"),
@@ -131,6 +150,7 @@ FIGURES = [("samples, one pixel at a time", "ar_samples.png"),
            ("x, G(x), F(G(x)); y, F(y), G(F(y))", "cyclegan.png"),
            ("samples (Algorithm 2)", "ddpm_samples.png"),
            ("denoising x_T -> x_0", "ddpm_strip.png"),
+           ("samples over the density", "ddpm_samples_2d.png"),
            ("training curves", "loss.png")]
 
 
@@ -144,8 +164,10 @@ def run_demo(args) -> str:
     root = os.path.join(args.runs_dir, "demo")
     parser = build_parser()
     sections, judge = [], []            # the classifier run, once trained, scores the image GANs
+    autoencoder = None
     for i, (title, text, argv) in enumerate(DEMOS):
         name = f"{i + 1}-{argv[0]}"
+        argv = [autoencoder if a is AUTOENCODER else a for a in argv]
         data = [] if "--data" in argv else ["--data", "digits", "--binarize", "dynamic"]
         argv = ["train", *argv, *data, "--runs-dir", root,
                 "--name", name, "--seed", str(args.seed), "--checkpoint-every", "100000"]
@@ -160,6 +182,8 @@ def run_demo(args) -> str:
         run_dir, _ = train(get_spec(train_args.model), cfg, progress=not args.no_progress)
         if argv[1] == "classifier":
             judge = ["--classifier", run_dir]
+        if argv[1] == "autoencoder":
+            autoencoder = run_dir
         # samples for the scores: 2000 per model; diffusion models draw theirs by 25 DDIM steps
         eval_args = parser.parse_args(["eval", run_dir, "--k", "1000", "--seed", str(args.seed), "--samples", "2000",
                                        "--sampler", "ddim", "--steps", "25", *judge])

@@ -388,6 +388,10 @@ def test_ddpm_trains_samples_with_both_samplers_and_is_scored(tmp_path, capsys):
     scores = json.loads(capsys.readouterr().out)                      # Eq. DIF-7 on 6 test digits, 8-bit levels
     assert scores["bound_examples"] == 6 and 0 < scores["bits_per_dim"] < 20
     assert scores["test_bound_nats"] == pytest.approx(scores["bits_per_dim"] * 64 * np.log(2))
+    assert main(["eval", str(run), "--classifier", str(tmp_path / "judge"), "--samples", "10", "--sampler", "ddim",
+                 "--steps", "2", "--bound", "--bound-terms", "sampled", "--no-progress", "--output", "b2.json"]) == 0
+    scores = json.loads(capsys.readouterr().out)                      # one random term per image: all test digits
+    assert scores["bound_terms"] == "sampled" and scores["bound_examples"] > 250 and scores["bits_per_dim"] > 0
     for prediction in ("x0", "v"):                                    # the other two parameterisations train too
         assert main(["train", "ddpm", *small, "--prediction", prediction, "--name", prediction]) == 0
     assert main(["train", "ddpm", *small, "--learned-variance", "--conditional", "--name", "lv"]) == 0   # L_hybrid
@@ -398,7 +402,7 @@ def test_ddpm_trains_samples_with_both_samplers_and_is_scored(tmp_path, capsys):
                  "--guidance", "1", "--bound", "--limit", "3", "--no-progress"]) == 0
     assert np.isfinite(json.loads(capsys.readouterr().out)["bits_per_dim"])
     code, _, err = run_cli("train", "ddpm", *small[:-3], "--channel-mults", "1,2,2,2,2", "--runs-dir", str(tmp_path))
-    assert code == 2 and "need image sides divisible by 16" in err
+    assert code == 2 and "need sides divisible by 16" in err
     assert main(["train", "vae", "--data", "digits", "--binarize", "dynamic", "--latent", "2", "--hidden", "8",
                  "--steps", "2", "--runs-dir", str(tmp_path), "--name", "vae", "--no-progress"]) == 0
     code, _, err = run_cli("sample", str(tmp_path / "vae"), "--sampler", "ddim")

@@ -11,11 +11,11 @@ r"""Diffusion models — the lecture's last section, Eq. DIF-3 … DIF-17.
 * :mod:`minigen.models.unet` — the ε-network (Eq. DIF-15).
 """
 from .ddpm import (SIGMAS, ddim_sample, ddim_timesteps, ddpm_loss, ddpm_sample, guided, p_sample_step,
-                   reverse_variance, variational_bound, vlb_term)
+                   reverse_variance, variational_bound, variational_bound_estimate, vlb_term)
 from .process import (NoiseSchedule, coefficient, default_sigma2, discretized_gaussian_log_likelihood, gaussian_kl,
                       interpolated_log_variance, loss_weight, mean_from_eps, predict_eps, predict_v, predict_x0, prior_kl, q_posterior, q_sample,
                       q_step, x0_from_v)
 
-__all__ = ["SIGMAS", "ddim_sample", "ddim_timesteps", "guided", "ddpm_loss", "ddpm_sample", "p_sample_step", "reverse_variance", "variational_bound", "vlb_term", "NoiseSchedule", "coefficient", "default_sigma2", "discretized_gaussian_log_likelihood", "gaussian_kl",
+__all__ = ["SIGMAS", "ddim_sample", "ddim_timesteps", "guided", "ddpm_loss", "ddpm_sample", "p_sample_step", "reverse_variance", "variational_bound", "variational_bound_estimate", "vlb_term", "NoiseSchedule", "coefficient", "default_sigma2", "discretized_gaussian_log_likelihood", "gaussian_kl",
            "interpolated_log_variance", "loss_weight", "mean_from_eps", "predict_eps", "predict_v", "predict_x0", "prior_kl", "q_posterior",
            "q_sample", "q_step", "x0_from_v"]

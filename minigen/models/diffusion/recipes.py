@@ -106,19 +106,24 @@ class DiffusionModel(nn.Module):
                          prediction=self.prediction)
         return loss, {"loss": float(loss.item())}
 
-    def variational_bound(self, images: np.ndarray, batch_size: int = 100, progress: bool = False) -> np.ndarray:
+    def variational_bound(self, images: np.ndarray, batch_size: int = 100, progress: bool = False,
+                          terms: str = "all") -> np.ndarray:
         """Eq. DIF-7 for images in [0, 1] on 256 grey levels: the bound on −log p(x_0) in nats per image,
-        with σ_t² the model's fixed choice and the discrete decoder L_0 (Eq. DIF-12)."""
-        from .ddpm import reverse_variance, variational_bound
-        from .process import mean_from_eps
+        with σ_t² the model's fixed choice and the discrete decoder L_0 (Eq. DIF-12). ``terms="all"`` sums
+        all T terms (T network passes per batch); ``"sampled"`` is the unbiased one-term estimate
+        (:func:`~.ddpm.variational_bound_estimate`, one pass)."""
+        from .ddpm import reverse_variance, variational_bound, variational_bound_estimate
+        from .process import coefficient, mean_from_eps
+        if terms not in ("all", "sampled"):
+            raise ValueError(f"ddpm: bound terms must be 'all' or 'sampled', got {terms!r}")
         variances = reverse_variance(self.schedule, self.sigma)
 
-        def reverse(x_t, t):
-            steps = np.full(x_t.shape[0], t)
+        def reverse(x_t, t):                               # t: one step for the batch, or one per example
+            steps = np.broadcast_to(np.asarray(t), (x_t.shape[0],))
             eps = self.eps(x_t, steps)
             if isinstance(eps, tuple):                     # a learned variance
                 return mean_from_eps(self.schedule, x_t, steps, eps[0]), ops.exp(eps[1])
-            return mean_from_eps(self.schedule, x_t, steps, eps), float(variances[t - 1])
+            return mean_from_eps(self.schedule, x_t, steps, eps), coefficient(variances, steps, x_t)
         if self.points:      # continuous data: L_0 is a density, the bound one on −log p(x) in nats per point
             data, decoder = np.asarray(images, np.float32), "gaussian"
         else:
@@ -129,7 +134,8 @@ class DiffusionModel(nn.Module):
         try:
             for i in range(0, len(data), batch_size):
                 x0 = ops.tensor(data[i:i + batch_size])
-                totals.append(variational_bound(self.schedule, reverse, x0, decoder, progress)["total"])
+                totals.append(variational_bound_estimate(self.schedule, reverse, x0, decoder) if terms == "sampled"
+                              else variational_bound(self.schedule, reverse, x0, decoder, progress)["total"])
         finally:
             self.train(was_training)
         return np.concatenate(totals)
@@ -260,7 +266,9 @@ def evaluate_ddpm(model: DiffusionModel, train, test, args, progress: bool = Fal
     scores.update(sampler=options.get("sampler", "ddpm"), steps=options.get("steps"),
                   guidance=options.get("guidance", 0.0))
     if getattr(args, "bound", False):
-        nats = model.variational_bound(test.images, progress=progress)
+        terms = getattr(args, "bound_terms", "all")
+        nats = model.variational_bound(test.images, progress=progress, terms=terms)
+        scores["bound_terms"] = terms
         dims = int(np.prod(model.image_shape))
         scores.update(test_bound_nats=float(nats.mean()), test_bound_nats_se=float(nats.std() / np.sqrt(len(nats))),
                       bits_per_dim=float(nats.mean() / (dims * np.log(2))), bound_examples=int(len(nats)))
