@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("-n", type=_positive_int, default=64, help="number of samples (default: 64)")
     smp.add_argument("--out", help="PNG path (default: RUN/samples_n<N>_seed<S>.png)")
     smp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    _add_sampler_arguments(smp)
+    _add_sampler_arguments(smp).add_argument(
+        "--caption", help="latent_diffusion: condition every sample on this caption, e.g. 'a thin seven'")
 
     ev = sub.add_parser("eval", help="score a trained run on its test set; prints and writes metrics JSON")
     ev.add_argument("run", help="run folder, e.g. runs/vae — or an experiment: hopfield, bm, planar, gan-modes")
@@ -235,8 +236,8 @@ def _add_sampler_arguments(parser):
 
 def sampler_options(args) -> dict:
     """The sampler options given on the command line, as ``model.sample`` keywords."""
-    return {k: v for k, v in (("sampler", getattr(args, "sampler", None)), ("steps", getattr(args, "steps", None)),
-                              ("guidance", getattr(args, "guidance", None))) if v is not None}
+    return {k: getattr(args, k, None) for k in ("sampler", "steps", "guidance", "caption")
+            if getattr(args, k, None) is not None}
 
 
 def main(argv=None) -> int:

@@ -171,11 +171,18 @@ def evaluate(run_dir: str, args, progress: bool = True) -> dict:
 
 def sample(run_dir: str, n: int, out: str | None, seed: int, options: dict | None = None) -> str:
     """Draw ``n`` samples from a run's model into a PNG grid; returns its path. ``options`` are sampler
-    keywords (``sampler``, ``steps``, ``guidance``) for the models that take them."""
+    keywords (``sampler``, ``steps``, ``guidance``) for the models that take them, and ``caption`` for latent
+    diffusion."""
     from .viz import save_image_grid, scatter_2d
 
     _, cfg, model = load_run(run_dir)
-    options = options or {}
+    options = dict(options or {})
+    caption = options.pop("caption", None)
+    if caption is not None:
+        if not hasattr(model, "condition_tokens"):
+            raise ValueError(f"sample: --caption is for latent_diffusion runs, not {cfg['model']}")
+        model.condition_tokens([caption])                   # a clear error for an unknown word, before sampling
+        options["labels"] = [caption] * n
     unknown = sorted(set(options) - set(inspect.signature(model.sample).parameters))
     if unknown:
         raise ValueError(f"sample: a {cfg['model']} run takes no --{' --'.join(unknown)} option")

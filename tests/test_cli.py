@@ -1,6 +1,7 @@
 """The command line: complete --help, one-line errors, and train → sample → eval → demo on the digits."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -407,3 +408,24 @@ def test_ddpm_trains_samples_with_both_samplers_and_is_scored(tmp_path, capsys):
                  "--steps", "2", "--runs-dir", str(tmp_path), "--name", "vae", "--no-progress"]) == 0
     code, _, err = run_cli("sample", str(tmp_path / "vae"), "--sampler", "ddim")
     assert code == 2 and "takes no --sampler option" in err
+
+
+def test_latent_diffusion_trains_on_an_autoencoder_run_and_samples_a_caption(tmp_path):
+    common = ["--data", "digits", "--binarize", "none", "--runs-dir", str(tmp_path), "--no-progress"]
+    code, _, err = run_cli("train", "latent_diffusion", *common, "--steps", "2")
+    assert code == 2 and "--autoencoder RUN is required" in err
+    assert main(["train", "autoencoder", *common, "--width", "8", "--steps", "5", "--name", "ae"]) == 0
+    code, _, err = run_cli("train", "latent_diffusion", *common, "--autoencoder", str(tmp_path / "ae"), "--steps", "2",
+                           "--conditional")
+    assert code == 2 and "--conditional not supported" in err
+    assert main(["train", "latent_diffusion", *common, "--autoencoder", str(tmp_path / "ae"), "--channels", "8",
+                 "--context-dim", "8", "--timesteps", "20", "--steps", "3", "--name", "ldm"]) == 0
+    cfg = json.loads((tmp_path / "ldm" / "config.json").read_text())
+    assert cfg["latent_scale"] > 0 and len(cfg["ink_thresholds"]) == 10 and cfg["autoencoder_config"]["width"] == 8
+    shutil.rmtree(tmp_path / "ae")                     # the run holds the autoencoder's weights itself
+    out = tmp_path / "seven.png"
+    assert main(["sample", str(tmp_path / "ldm"), "-n", "4", "--caption", "a thin seven", "--sampler", "ddim",
+                 "--steps", "3", "--guidance", "2", "--out", str(out)]) == 0
+    assert out.exists()
+    code, _, err = run_cli("sample", str(tmp_path / "ldm"), "-n", "2", "--caption", "a fat seven")
+    assert code == 2 and "unknown: ['fat']" in err
