@@ -185,7 +185,9 @@ def run_demo(args) -> str:
         if argv[1] == "autoencoder":
             autoencoder = run_dir
         # samples for the scores: 2000 per model; diffusion models draw theirs by 25 DDIM steps
+        # (--limit: the digits' test split has 360 images; a toy's 10,000 points are subsampled)
         eval_args = parser.parse_args(["eval", run_dir, "--k", "1000", "--seed", str(args.seed), "--samples", "2000",
+                                       "--limit", "2000",
                                        "--sampler", "ddim", "--steps", "25", *judge])
         metrics = evaluate(run_dir, eval_args, progress=False)
         images = [(caption, os.path.join(run_dir, png)) for caption, png in FIGURES

@@ -32,9 +32,9 @@ def test_help_is_complete(words, capsys):
             assert action.help, f"{words} {action.option_strings} has no help text"
 
 
-def run_cli(*args, cwd=None):
+def run_cli(*args, cwd=None, timeout=300):
     proc = subprocess.run([sys.executable, "-m", "minigen.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+                          cwd=cwd, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -96,7 +96,8 @@ def test_train_sample_eval_on_digits(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_writes_the_gallery(tmp_path):
-    code, out, err = run_cli("demo", "--runs-dir", str(tmp_path), "--steps", "40", "--no-progress")
+    code, out, err = run_cli("demo", "--runs-dir", str(tmp_path), "--steps", "40", "--no-progress",
+                             timeout=900)     # 21 models, each trained, evaluated and drawn; cold Numba caches
     assert code == 0, err
     index = tmp_path / "demo" / "index.html"
     html = index.read_text()
