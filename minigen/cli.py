@@ -236,8 +236,7 @@ def _add_sampler_arguments(parser):
 
 def sampler_options(args) -> dict:
     """The sampler options given on the command line, as ``model.sample`` keywords."""
-    return {k: getattr(args, k, None) for k in ("sampler", "steps", "guidance", "caption")
-            if getattr(args, k, None) is not None}
+    return {k: v for k in ("sampler", "steps", "guidance", "caption") if (v := getattr(args, k, None)) is not None}
 
 
 def main(argv=None) -> int:

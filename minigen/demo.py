@@ -12,10 +12,10 @@ import os
 
 __all__ = ["DEMOS", "FIGURES", "TABLE_COLUMNS", "run_demo"]
 
-# (section title, what it shows, `minigen train` arguments); entries without --data train on the digits
 # Where a demo needs an earlier demo's run folder (latent diffusion: the autoencoder), the most recent one.
 AUTOENCODER = "<the autoencoder run above>"
 
+# (section title, what it shows, `minigen train` arguments); entries without --data train on the digits
 DEMOS = [
     ("FVSBN — a logistic regression per pixel (Eq. AR-1)",
      "The chain rule with the simplest conditionals: p(x_i | x_<i) = σ(b_i + Σ_{j<i} W_ij x_j). "
@@ -121,7 +121,6 @@ DEMOS = [
      ["latent_diffusion", "--data", "digits", "--binarize", "none", "--autoencoder", AUTOENCODER, "--channels", "32",
       "--timesteps", "100", "--steps", "3000", "--ema", "0.995", "--schedule", "cosine"]),
 ]
-
 
 # The metrics table: each family's headline numbers (log-probabilities are in nats per image).
 TABLE_COLUMNS = ("test_nll", "true_entropy", "test_nll_iwae1000", "test_elbo", "test_log_prob_ais", "test_bound_ais",

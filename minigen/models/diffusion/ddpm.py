@@ -26,8 +26,8 @@ from ... import backend, ops
 from ...autograd import Tensor, no_grad
 from .process import NoiseSchedule, coefficient, default_sigma2, loss_weight, predict_v, q_sample
 
-__all__ = ["SIGMAS", "PREDICTIONS", "reverse_variance", "ddpm_loss", "p_sample_step", "ddpm_sample", "ddim_timesteps", "variational_bound_estimate",
-           "ddim_sample", "guided", "vlb_term", "variational_bound", "hybrid_loss",
+__all__ = ["SIGMAS", "PREDICTIONS", "reverse_variance", "ddpm_loss", "p_sample_step", "ddpm_sample", "ddim_timesteps",
+           "ddim_sample", "guided", "vlb_term", "variational_bound", "variational_bound_estimate", "hybrid_loss",
            "uniform_steps"]
 
 #: the two fixed choices of σ_t² in Algorithm 2: β_t (optimal for x_0 ~ N(0, I)) and β̃_t (optimal for

@@ -268,9 +268,8 @@ def evaluate_ddpm(model: DiffusionModel, train, test, args, progress: bool = Fal
     if getattr(args, "bound", False):
         terms = getattr(args, "bound_terms", "all")
         nats = model.variational_bound(test.images, progress=progress, terms=terms)
-        scores["bound_terms"] = terms
         dims = int(np.prod(model.image_shape))
-        scores.update(test_bound_nats=float(nats.mean()), test_bound_nats_se=float(nats.std() / np.sqrt(len(nats))),
+        scores.update(bound_terms=terms, test_bound_nats=float(nats.mean()), test_bound_nats_se=float(nats.std() / np.sqrt(len(nats))),
                       bits_per_dim=float(nats.mean() / (dims * np.log(2))), bound_examples=int(len(nats)))
     return scores
 
