@@ -434,8 +434,8 @@ def diffusion_q_sample(x0, noise, a, b):
 def diffusion_p_sample(x_t, eps, noise, c1, c2, sigma, out=None):
     """Eq. DIF-14, Algorithm 2's line 4 for one step t: ``c1 * (x_t - c2 * eps) + sigma * noise`` with
     scalars c1 = 1/√α_t, c2 = (1 − α_t)/√(1 − ᾱ_t) and σ_t; ``noise`` None (t = 1) adds nothing.
-    ``out``, when given, is a C-contiguous array of x_t's shape and dtype, distinct from the inputs, that
-    receives the result (a sampler alternates two buffers instead of allocating one per step)."""
+    ``out``, when given, is a C-contiguous array of x_t's shape and dtype that receives the result; it may
+    be x_t itself (the sampler's case: x_{t−1} overwrites x_t, which nothing reads again), never eps or noise."""
     dt = x_t.dtype.type
     result = dt(c1) * (x_t - dt(c2) * eps)
     if noise is not None:

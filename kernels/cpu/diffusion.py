@@ -13,34 +13,38 @@ def _q_sample_body(x0, noise, a, b, out):
 
 
 def _p_sample_body(x, eps, noise, c1, c2, sigma, out):
-    c1c2 = c1 * c2                    # c1 (x − c2 ε) + σ z as three fused multiply-adds
+    t = out.dtype.type                # float64 coefficients cast once, so the loop stays in the data's dtype
+    a, b, s = t(c1), t(c1 * c2), t(sigma)   # c1 (x − c2 ε) + σ z as three fused multiply-adds
+    for i in numba.prange(out.size):
+        out[i] = a * x[i] - b * eps[i] + s * noise[i]
+
+
+def _p_sample_in_place_body(x, eps, noise, c1, c2, sigma):
+    # The sampler's case: x_{t−1} overwrites x_t. A quarter less memory traffic than a separate output
+    # (its cache lines need no read-for-ownership), and LLVM vectorises it without an aliasing check.
+    t = x.dtype.type
+    a, b, s = t(c1), t(c1 * c2), t(sigma)
     for i in numba.prange(x.size):
-        out[i] = c1 * x[i] - c1c2 * eps[i] + sigma * noise[i]
+        x[i] = a * x[i] - b * eps[i] + s * noise[i]
 
 
 def _p_mean_body(x, eps, c1, c2, out):
-    c1c2 = c1 * c2
-    for i in numba.prange(x.size):
-        out[i] = c1 * x[i] - c1c2 * eps[i]
+    t = out.dtype.type
+    a, b = t(c1), t(c1 * c2)
+    for i in numba.prange(out.size):
+        out[i] = a * x[i] - b * eps[i]
 
 
 # Waking Numba's worker threads costs more than a (64, 1, 28, 28) update itself; batches of
 # diffusion images are memory-bound streams, so the parallel versions start at larger sizes.
 PARALLEL_MIN_SIZE = 1 << 18
-_serial = {name: numba.njit(fastmath=True, cache=True)(body)
-           for name, body in (("q", _q_sample_body), ("p", _p_sample_body), ("mean", _p_mean_body))}
-_parallel = {name: numba.njit(parallel=True, fastmath=True, cache=True)(body)
-             for name, body in (("q", _q_sample_body), ("p", _p_sample_body), ("mean", _p_mean_body))}
+_BODIES = {"q": _q_sample_body, "p": _p_sample_body, "p_in_place": _p_sample_in_place_body, "mean": _p_mean_body}
+_serial = {name: numba.njit(fastmath=True, cache=True)(body) for name, body in _BODIES.items()}
+_parallel = {name: numba.njit(parallel=True, fastmath=True, cache=True)(body) for name, body in _BODIES.items()}
 
 
 def _pick(name, size):
     return (_parallel if size >= PARALLEL_MIN_SIZE else _serial)[name]
-
-
-def _flat(x, dtype):
-    """A 1-D view when x already is C-contiguous ``dtype`` (ravel: ~0.1 µs, a sizeable part of a ~11 µs
-    step), a converted copy otherwise."""
-    return x.ravel() if x.dtype == dtype and x.flags.c_contiguous else np.ascontiguousarray(x, dtype=dtype).ravel()
 
 
 def diffusion_q_sample(x0, noise, a, b):
@@ -54,16 +58,25 @@ def diffusion_q_sample(x0, noise, a, b):
 
 
 def diffusion_p_sample(x_t, eps, noise, c1, c2, sigma, out=None):
-    """See the reference; one pass (into ``out``, the sampler's other buffer, when given)."""
-    dt = x_t.dtype
+    """See the reference; one pass, into ``out`` when given (``out=x_t``: in place, the sampler's case).
+
+    The update takes ~8 µs on a (64, 1, 28, 28) batch, so this wrapper counts every attribute lookup:
+    ``ravel`` is a free view of a C-contiguous array (a copy otherwise, still correct), the coefficients
+    travel as floats (cast to the data's dtype inside the kernel), and inputs of another dtype than x_t
+    get their own compiled specialisation rather than a converted copy."""
+    shape = x_t.shape
     if out is None:
-        out = np.empty(x_t.shape, dtype=dt)
-    elif out.shape != x_t.shape or out.dtype != dt or not out.flags.c_contiguous:
-        raise ValueError(f"diffusion_p_sample: out must be a C-contiguous {dt} array of shape {x_t.shape}, "
+        out = np.empty(shape, dtype=x_t.dtype)
+    elif out.shape != shape or out.dtype != x_t.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"diffusion_p_sample: out must be a C-contiguous {x_t.dtype} array of shape {shape}, "
                          f"got {out.dtype} {out.shape}")
-    x, e = _flat(x_t, dt), _flat(eps, dt)
+    if eps.shape != shape or (noise is not None and noise.shape != shape):
+        raise ValueError(f"diffusion_p_sample: eps and noise must have x_t's shape {shape}, got {eps.shape} "
+                         f"and {None if noise is None else noise.shape}")
     if noise is None:
-        _pick("mean", x.size)(x, e, dt.type(c1), dt.type(c2), out.ravel())
+        _pick("mean", out.size)(x_t.ravel(), eps.ravel(), c1, c2, out.ravel())
+    elif out is x_t:
+        _pick("p_in_place", out.size)(out.ravel(), eps.ravel(), noise.ravel(), c1, c2, sigma)
     else:
-        _pick("p", x.size)(x, e, _flat(noise, dt), dt.type(c1), dt.type(c2), dt.type(sigma), out.ravel())
+        _pick("p", out.size)(x_t.ravel(), eps.ravel(), noise.ravel(), c1, c2, sigma, out.ravel())
     return out

@@ -57,11 +57,34 @@ def test_p_sample_writes_into_a_given_buffer(impl):
     np.testing.assert_array_equal(x, keep)
 
 
+@pytest.mark.parametrize("impl", [cpu, ref], ids=["numba", "reference"])
+@pytest.mark.parametrize("size", [7, cpu.PARALLEL_MIN_SIZE + 5], ids=["serial", "parallel"])
+def test_p_sample_in_place(impl, size):
+    """``out=x_t``: the sampler overwrites x_t with x_{t−1}; the same numbers as a separate output."""
+    (x, eps, noise), _ = arrays((size,), 4, np.float32)
+    want = ref.diffusion_p_sample(x, eps, noise, 1.1, 0.2, 0.3)
+    keep_eps, keep_noise = eps.copy(), noise.copy()
+    assert impl.diffusion_p_sample(x, eps, noise, 1.1, 0.2, 0.3, out=x) is x
+    np.testing.assert_allclose(x, want, **TOL[np.float32])
+    np.testing.assert_array_equal(eps, keep_eps)
+    np.testing.assert_array_equal(noise, keep_noise)
+
+
+def test_p_sample_mixed_dtypes_keep_x_t_dtype():
+    """A float64 ε with float32 x_t (another compiled specialisation, no converted copy): float32 out."""
+    (x, eps, noise), _ = arrays((3, 4), 5, np.float32)
+    got = cpu.diffusion_p_sample(x, eps.astype(np.float64), noise, 1.1, 0.2, 0.3)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref.diffusion_p_sample(x, eps, noise, 1.1, 0.2, 0.3), **TOL[np.float32])
+
+
 def test_p_sample_refuses_a_wrong_buffer():
     (x, eps, noise), _ = arrays((4, 6), 3, np.float32)
     for bad in (np.empty((4, 5), np.float32), np.empty((4, 6), np.float64), np.empty((6, 4), np.float32).T):
         with pytest.raises(ValueError, match="out must be a C-contiguous float32 array of shape"):
             cpu.diffusion_p_sample(x, eps, noise, 1.1, 0.2, 0.3, out=bad)
+    with pytest.raises(ValueError, match=r"eps and noise must have x_t's shape \(4, 6\), got \(6, 4\)"):
+        cpu.diffusion_p_sample(x, eps.reshape(6, 4), noise, 1.1, 0.2, 0.3)
 
 
 def test_parallel_versions_and_strided_inputs():

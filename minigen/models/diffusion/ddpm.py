@@ -88,14 +88,15 @@ def p_sample_step(schedule: NoiseSchedule, eps_model, x_t: Tensor, t: int, noise
     r"""Eq. DIF-14, Algorithm 2's line 4 for one step t (the same for the whole batch):
     :math:`x_{t-1}=\frac1{\sqrt{\alpha_t}}\big(x_t-\frac{1-\alpha_t}{\sqrt{1-\bar\alpha_t}}\epsilon_\theta(x_t,t)\big)
     +\sigma_tz`, with z = 0 at t = 1. ``eps_model`` may return (ε, log σ²): a learned variance per element
-    (Nichol & Dhariwal) replaces the fixed ``sigma``. ``out``: an array for x_{t−1} (see the sampler)."""
+    (Nichol & Dhariwal) replaces the fixed ``sigma``. ``out``: an array for x_{t−1}; ``x_t.data`` updates in
+    place (the sampler's case)."""
     if not 1 <= int(t) <= schedule.T:
         raise ValueError(f"p_sample_step: t must lie in 1..{schedule.T}, got {t}")
     t = int(t)
     prediction = eps_model(x_t, np.full(x_t.shape[0], t))
     eps, log_var = prediction if isinstance(prediction, tuple) else (prediction, None)   # learned: (ε, log σ²)
     alpha, alpha_bar = schedule.alphas[t - 1], schedule.alpha_bars[t - 1]
-    c1, c2 = 1 / np.sqrt(alpha), (1 - alpha) / np.sqrt(1 - alpha_bar)
+    c1, c2 = float(1 / np.sqrt(alpha)), float((1 - alpha) / np.sqrt(1 - alpha_bar))
     # the whole line in one fused pass (the engine's ops would make four passes and three temporaries)
     fused = backend.get_kernel("diffusion_p_sample", x_t.device)
     if t > 1 and noise is None:
@@ -115,10 +116,10 @@ def ddpm_sample(schedule: NoiseSchedule, eps_model, shape: tuple, sigma: str = "
     from tqdm.auto import tqdm
     x = ops.randn(*shape, dtype=dtype, device=device)
     kept = [(schedule.T, x.clone())] if keep_every else []
-    spare = None     # two buffers, alternated: x_{t-1} is written over x_{t+1}, which nothing reads again
     with no_grad():
         for t in tqdm(range(schedule.T, 0, -1), total=schedule.T, disable=not progress, desc="DDPM", unit="step"):
-            x, spare = p_sample_step(schedule, eps_model, x, t, sigma=sigma, out=spare), x.data
+            # in place: x_{t-1} overwrites x_t, which nothing reads again (no allocation per step)
+            x = p_sample_step(schedule, eps_model, x, t, sigma=sigma, out=x.data)
             if keep_every and ((t - 1) % keep_every == 0):
                 kept.append((t - 1, x.clone()))
     return (x, kept) if keep_every else x
