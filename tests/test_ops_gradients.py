@@ -315,6 +315,7 @@ def test_pooling_and_upsampling():
     check(lambda t: F.max_pool2d(t, 3, stride=2, padding=1), x)
     check(lambda t: F.avg_pool2d(t, 2, stride=1), x)
     check(lambda t: F.interpolate(t, scale_factor=2), x)
+    check(lambda t: F.interpolate(t, size=(15, 12)), x)          # unequal integer factors (3, 2)
     check(lambda t: F.interpolate(t, size=(7, 4)), x)
 
 

@@ -60,6 +60,9 @@ def test_pooling_and_interpolate():
                 (x, tx))
     x, tx = both(2, 3, 7, 6)
     assert_same(F.interpolate(x, size=(10, 9)), TF.interpolate(tx, size=(10, 9)), (x, tx))
+    for size in [(14, 12), (21, 6)]:                       # integer factors: the broadcast path
+        x, tx = both(2, 3, 7, 6)
+        assert_same(F.interpolate(x, size=size), TF.interpolate(tx, size=size), (x, tx))
 
 
 def test_losses():

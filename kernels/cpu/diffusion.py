@@ -3,6 +3,8 @@ NumPy passes, each allocating a temporary of the batch's size."""
 import numba
 import numpy as np
 
+from ._compile import serial_and_parallel
+
 
 def _q_sample_body(x0, noise, a, b, out):
     n, d = x0.shape
@@ -39,12 +41,11 @@ def _p_mean_body(x, eps, c1, c2, out):
 # diffusion images are memory-bound streams, so the parallel versions start at larger sizes.
 PARALLEL_MIN_SIZE = 1 << 18
 _BODIES = {"q": _q_sample_body, "p": _p_sample_body, "p_in_place": _p_sample_in_place_body, "mean": _p_mean_body}
-_serial = {name: numba.njit(fastmath=True, cache=True)(body) for name, body in _BODIES.items()}
-_parallel = {name: numba.njit(parallel=True, fastmath=True, cache=True)(body) for name, body in _BODIES.items()}
+_VERSIONS = {name: serial_and_parallel(body, fastmath=True) for name, body in _BODIES.items()}
 
 
 def _pick(name, size):
-    return (_parallel if size >= PARALLEL_MIN_SIZE else _serial)[name]
+    return _VERSIONS[name][size >= PARALLEL_MIN_SIZE]
 
 
 def diffusion_q_sample(x0, noise, a, b):

@@ -134,3 +134,17 @@ def test_gpu_matches_reference():
                 np.testing.assert_allclose(cupy.asnumpy(out), ref.diffusion_p_sample(x, eps, z, 1.1, 0.2, 0.3),
                                            **TOL[dtype])
     assert backend.get_kernel("diffusion_p_sample", "cuda") is gpu.diffusion_p_sample
+
+
+def test_serial_and_parallel_versions_are_cached_apart():
+    """Numba's disk cache ignores flags: one function jitted serial and parallel would share an entry
+    and one version would run the other's code. Each version is a copy under its own name."""
+    serial, parallel = cpu._VERSIONS["p"]
+    assert serial.py_func.__qualname__ == "_p_sample_body_serial"
+    assert parallel.py_func.__qualname__ == "_p_sample_body_parallel"
+    assert not serial.targetoptions.get("parallel") and parallel.targetoptions["parallel"]
+    x = np.ones(8, np.float32)
+    for version in (serial, parallel):                 # same numbers from both
+        out = np.empty_like(x)
+        version(x, x, x, 2.0, 0.5, 1.0, out)
+        np.testing.assert_allclose(out, 2.0)
