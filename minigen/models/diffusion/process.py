@@ -121,7 +121,9 @@ def q_step(schedule: NoiseSchedule, x_prev: Tensor, t, noise: Tensor) -> Tensor:
 
 def q_sample(schedule: NoiseSchedule, x0: Tensor, t, noise: Tensor) -> Tensor:
     r"""Eq. DIF-4, the diffusion kernel in one jump:
-    :math:`x_t=\sqrt{\bar\alpha_t}\,x_0+\sqrt{1-\bar\alpha_t}\,\epsilon`.
+    :math:`x_t=\sqrt{\bar\alpha_t}\,x_0+\sqrt{1-\bar\alpha_t}\,\epsilon`. Applied to data
+    samples :math:`x_0\sim q(x_0)` it samples the marginal (Eq. DIF-5)
+    :math:`q(x_t)=\int q(x_0)\,q(x_t\mid x_0)\,dx_0`: ancestral sampling of a Gaussian convolution.
 
     When nothing needs a gradient (data and noise, as in training) it is one fused kernel
     (``diffusion_q_sample``); otherwise the same formula through the autograd ops."""
@@ -178,7 +180,9 @@ def mean_from_eps(schedule: NoiseSchedule, x_t: Tensor, t, eps: Tensor) -> Tenso
 def gaussian_kl(mean1: Tensor, var1, mean2: Tensor, var2) -> Tensor:
     r"""Elementwise :math:`\mathrm{KL}(\mathcal N(\mu_1,\sigma_1^2)\,\|\,\mathcal N(\mu_2,\sigma_2^2))=
     \frac12\big(\log\frac{\sigma_2^2}{\sigma_1^2}+\frac{\sigma_1^2+(\mu_1-\mu_2)^2}{\sigma_2^2}-1\big)`.
-    Variances may be tensors or numbers."""
+    Variances may be tensors or numbers. With the posterior's fixed variance as the first and σ_t² as
+    the second, only the mean term depends on θ: :math:`L_{t-1}=\frac1{2\sigma_t^2}\lVert\tilde\mu_t-
+    \mu_\theta\rVert^2+C` (Eq. DIF-9)."""
     var1, var2 = _as_variance(var1, mean1), _as_variance(var2, mean1)
     return 0.5 * (ops.log(var2) - ops.log(var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1.0)
 
