@@ -118,7 +118,8 @@ def add_sample_scoring_arguments(parser) -> None:
     parser.add_argument("--classifier", metavar="RUN",
                         help="the `minigen train classifier` run that scores samples (default: runs/<data>-classifier)")
     parser.add_argument("--samples", type=int, default=10000,
-                        help="samples scored against the test set; cyclegan: test images translated (default: 10000)")
+                        help="samples scored against the test set; cyclegan: test images translated; ddpm: 0 skips "
+                             "the samples (only --bound) (default: 10000)")
 
 
 add_sample_scoring_arguments.group_title = "image GANs, CycleGAN and DDPM runs (samples scored by a classifier)"

@@ -253,7 +253,8 @@ def evaluate_ddpm(model: DiffusionModel, train, test, args, progress: bool = Fal
     """Samples scored by the data's classifier run, as for GANs (:func:`~minigen.models.classifier.judge_samples`):
     Fréchet distance against the test set and its floor, classes covered and — conditional — the class
     accuracy of (guided) samples. ``--sampler``, ``--steps`` and ``--guidance`` choose the sampler;
-    ``--bound`` adds the variational bound on the (``--limit``) test images in bits/dim."""
+    ``--bound`` adds the variational bound on the (``--limit``) test images in bits/dim (``--samples 0``:
+    the bound alone)."""
     from ...cli import sampler_options
     from ..classifier import judge_samples
     options = sampler_options(args)
@@ -262,9 +263,11 @@ def evaluate_ddpm(model: DiffusionModel, train, test, args, progress: bool = Fal
 
     def draw(count, labels):
         return model.sample(count, labels, **options)
-    scores = judge_samples(draw, model.num_classes, train, test, args)
-    scores.update(sampler=options.get("sampler", "ddpm"), steps=options.get("steps"),
-                  guidance=options.get("guidance", 0.0))
+    scores = {}
+    if int(getattr(args, "samples", 10000)) > 0:                  # --samples 0: only the bound
+        scores = judge_samples(draw, model.num_classes, train, test, args)
+        scores.update(sampler=options.get("sampler", "ddpm"), steps=options.get("steps"),
+                      guidance=options.get("guidance", 0.0))
     if getattr(args, "bound", False):
         terms = getattr(args, "bound_terms", "all")
         nats = model.variational_bound(test.images, progress=progress, terms=terms)
