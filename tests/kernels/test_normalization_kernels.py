@@ -83,6 +83,8 @@ def test_silu_kernels_match_reference(dtype):
     np.testing.assert_allclose(dy, ref.silu_backward(x, g), rtol=TOL[dtype]["rtol"], atol=1e-6)
     view = x.reshape(4, -1)[:, ::3]                                   # non-contiguous input
     np.testing.assert_allclose(cpu_elementwise.silu(view), ref.silu(view), rtol=TOL[dtype]["rtol"], atol=1e-6)
+    scalar = np.array(-1.5, dtype=dtype)                              # 0-d stays 0-d
+    assert cpu_elementwise.silu(scalar).shape == () == cpu_elementwise.silu_backward(scalar, scalar).shape
 
 
 @pytest.mark.parametrize("size", [1000, cpu_elementwise.PARALLEL_MIN_SIZE + 7], ids=["serial", "parallel"])
