@@ -1,4 +1,4 @@
-"""The ``minigen`` command line: demo, train, sample, eval, bench, list.
+"""The ``minigen`` command line: demo, train, sample, eval, bench, list, equations.
 
 Every subcommand has a complete ``--help``. Mistakes (a bad option, a missing
 data file, an existing run) end with one line on stderr and exit status 2,
@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
     sub.add_parser("list", help="the models `minigen train` knows and the datasets")
+    eqs = sub.add_parser("equations", help="write lectures/equations.md: each equation of the lecture, the code "
+                                           "that computes it, the tests that prove it (from a source checkout)")
+    eqs.add_argument("--check", action="store_true",
+                     help="write nothing; exit 1 if an equation lacks code or a test, or the index is stale")
     return parser
 
 
@@ -186,6 +190,9 @@ def run_command(args) -> int:
     if args.command == "bench":
         from .bench import run_bench
         return run_bench(args)
+    if args.command == "equations":
+        from .equations import run_equations
+        return run_equations(args)
     if args.command == "list":
         from .data import list_datasets
         from .models import registry

@@ -35,6 +35,7 @@ from .. import autograd, backend, nn, ops
 from ..autograd import Function, Tensor, enable_grad, is_grad_enabled, no_grad
 from ..checks import check_int
 from ..distributions import sum_except_batch
+from .taxonomy import TRACTABLE
 
 __all__ = ["BernoulliPixels", "CategoricalPixels", "DiscretizedLogisticMixture", "pixel_likelihood",
            "AutoregressiveModel", "FVSBN", "NADE", "LEVELS"]
@@ -181,6 +182,8 @@ class AutoregressiveModel(nn.Module):
     many rows above a row can influence it) and ``forward_rows``; the sampler
     then recomputes only that window.
     """
+
+    density = TRACTABLE        # Eq. TAX-1 (see minigen.models.taxonomy)
 
     image_shape: tuple
     likelihood: object

@@ -37,6 +37,7 @@ from .. import nn, ops
 from ..autograd import Tensor, no_grad
 from ..checks import parse_sizes
 from ..distributions import Bernoulli, Normal, kl_divergence, sum_except_batch
+from .taxonomy import APPROXIMATE
 
 __all__ = ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "LatentVariableModel",
            "VAE", "HierarchicalVAE", "LinearGaussianVAE", "log_mean_exp"]
@@ -150,6 +151,8 @@ class LatentVariableModel(nn.Module):
     each) and :meth:`sample`; ``k`` is the number of importance samples used
     by :meth:`loss` (k = 1 is the plain VAE objective).
     """
+
+    density = APPROXIMATE        # Eq. TAX-1 (see minigen.models.taxonomy)
 
     k: int = 1
 

@@ -10,6 +10,7 @@ import numpy as np
 from ... import nn, ops
 from ...autograd import Tensor, no_grad
 from ..unet import UNet
+from ..taxonomy import APPROXIMATE
 from .ddpm import PREDICTIONS, SIGMAS, ddim_sample, ddpm_loss, ddpm_sample, guided, hybrid_loss, uniform_steps
 from .process import NoiseSchedule, interpolated_log_variance, predict_eps, q_sample, x0_from_v
 
@@ -43,6 +44,8 @@ class DiffusionModel(nn.Module):
     "no label" token with probability ``label_dropout``, so one network gives both the conditional
     and the unconditional ε that classifier-free guidance mixes.
     """
+
+    density = APPROXIMATE        # Eq. TAX-1 (see minigen.models.taxonomy)
 
     def __init__(self, net: UNet, schedule: NoiseSchedule, image_shape: tuple, prediction: str = "eps",
                  weighting: str = "simple", label_dropout: float = 0.0, sigma: str = "beta",

@@ -41,6 +41,7 @@ from ... import backend, nn
 from ... import random as mg_random
 from ...checks import check_int
 from ...numerics import binary_states, logsumexp, softplus
+from ..taxonomy import APPROXIMATE
 from .rbm import (BernoulliRBM, ContrastiveDivergence, ais_log_partition, base_rate_biases,
                   exact_log_partition, plot_filters)
 
@@ -89,6 +90,8 @@ class DeepBeliefNet(nn.Module):
     undirected top, the others contribute their visible conditionals as directed
     layers. With two sizes the DBN is a single RBM.
     """
+
+    density = APPROXIMATE        # Eq. TAX-1 (see minigen.models.taxonomy)
 
     def __init__(self, layer_sizes, device: str = "cpu", weight_scale: float = 0.01):
         super().__init__()

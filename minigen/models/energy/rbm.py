@@ -50,6 +50,7 @@ from ... import random as mg_random
 from ...autograd import Tensor
 from ...checks import check_int
 from ...numerics import binary_states, logsumexp, sigmoid, softplus
+from ..taxonomy import APPROXIMATE
 
 __all__ = ["RBM", "BernoulliRBM", "GaussianBernoulliRBM", "ContrastiveDivergence", "base_rate_biases",
            "exact_log_partition", "ais_schedule", "ais_log_partition", "AISEstimate", "ais_vs_exact",
@@ -65,6 +66,8 @@ class RBM(nn.Module):
     """What both RBMs share: the parameters W (n_visible, n_hidden), b, c, the hidden
     conditional, Gibbs sampling and the log-likelihood gradient. A subclass defines the
     visible units: :meth:`free_energy`, :meth:`visible_mean`, :meth:`sample_visible`."""
+
+    density = APPROXIMATE        # Eq. TAX-1 (see minigen.models.taxonomy)
 
     def __init__(self, n_visible: int, n_hidden: int, device: str = "cpu", weight_scale: float = 0.01):
         super().__init__()

@@ -16,6 +16,7 @@ import numpy as np
 from ... import nn
 from ...checks import check_int, parse_sizes
 from ...optim import cosine_annealing
+from ..taxonomy import APPROXIMATE
 from .boltzmann import MAX_EXACT_UNITS, BoltzmannMachine, state_index
 from .dbn import DeepBeliefNet, GreedyLayer, dbn_figures  # noqa: F401  (dbn_figures: the registry reads it here)
 from .rbm import (MAX_ENUMERATED_UNITS, RBM, BernoulliRBM, ContrastiveDivergence, GaussianBernoulliRBM,
@@ -211,6 +212,8 @@ class BoltzmannMachineModule(nn.Module):
     arrays, and ``sample(n)`` draws visible vectors by Gibbs sampling.
     """
 
+    density = APPROXIMATE        # Eq. TAX-1 (see minigen.models.taxonomy)
+
     def __init__(self, machine: BoltzmannMachine):
         super().__init__()
         self.machine = machine
@@ -223,6 +226,16 @@ class BoltzmannMachineModule(nn.Module):
         self.machine = BoltzmannMachine(m.n_visible, m.n_hidden, np.asarray(state["weights"]),
                                         np.asarray(state["biases"]), m.temperature)
         return [], []
+
+    def log_prob(self, v) -> np.ndarray:
+        """Exact :math:`\\log p(\\mathbf v)` per row of binary ``v`` (n, n_visible): the visible marginal of
+        the Boltzmann distribution by enumerating every state (Eq. EBM-6; machines of at most
+        ``MAX_EXACT_UNITS`` units, which is what this family trains)."""
+        v = np.asarray(v)
+        if v.ndim != 2 or v.shape[1] != self.machine.n_visible or not np.isin(v, (0, 1)).all():
+            raise ValueError(f"BoltzmannMachineModule.log_prob: v must be binary of shape (n, "
+                             f"{self.machine.n_visible}), got {v.dtype} {v.shape}")
+        return self.machine.log_marginal_visible()[state_index(v)]
 
     def sample(self, n: int, burn_in: int = 200) -> np.ndarray:
         """``n`` visible vectors (n, n_visible), each the last state of its own chain of ``burn_in`` sweeps."""

@@ -9,6 +9,7 @@ import numpy as np
 from ... import nn, ops
 from ...autograd import Tensor, no_grad
 from ...checks import check_int
+from ..taxonomy import TRACTABLE
 from .layers import (ActNorm, AffineCoupling, FlowSequence, LogitTransform, PlanarFlow, Squeeze,
                      channel_mask, checkerboard_mask, standard_normal_log_prob)
 
@@ -17,6 +18,8 @@ class FlowDensity(nn.Module):
     """A density on vectors: a bijection to a standard-normal latent (Eq. FLOW-1), trained by maximum
     likelihood (Eq. FLOW-3). ``kind='realnvp'`` stacks affine couplings with alternating masks and
     actnorm; ``kind='planar'`` stacks planar flows (sampling then inverts them numerically)."""
+
+    density = TRACTABLE        # Eq. TAX-1 (see minigen.models.taxonomy)
 
     def __init__(self, dim: int = 2, kind: str = "realnvp", layers: int = 8, hidden: int = 64):
         super().__init__()
@@ -98,6 +101,8 @@ class RealNVP(nn.Module):
 
     bounds the discrete model's bits per dimension (Theis et al. 2016).
     """
+
+    density = TRACTABLE        # Eq. TAX-1 (see minigen.models.taxonomy)
 
     def __init__(self, image_shape=(1, 28, 28), scales: int = 2, hidden: int = 64, blocks: int = 4,
                  alpha: float = 0.05):

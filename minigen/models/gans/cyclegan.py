@@ -31,6 +31,7 @@ import numpy as np
 
 from ... import nn, ops
 from ...autograd import Tensor, no_grad
+from ..taxonomy import IMPLICIT
 from .game import CheckpointedStep, ReplayBuffer, discriminator_loss, generator_loss, value_function
 
 __all__ = ["DOMAINS", "thicken", "invert", "ResnetGenerator", "PatchDiscriminator", "CycleGAN",
@@ -98,6 +99,8 @@ class PatchDiscriminator(nn.Module):
 class CycleGAN(nn.Module):
     r"""The four networks and the terms of Eq. GAN-8. Images enter and leave in [0, 1]; inside, the
     networks work in [-1, 1] (G's tanh range)."""
+
+    density = IMPLICIT        # Eq. TAX-1 (see minigen.models.taxonomy)
 
     def __init__(self, channels: int = 1, width: int = 32, blocks: int = 2, cycle_weight: float = 10.0,
                  domain: str = "thicken"):

@@ -32,6 +32,7 @@ import numpy as np
 from ... import nn, ops
 from ... import random as mg_random
 from ...autograd import Tensor, grad, no_grad
+from ..taxonomy import IMPLICIT
 
 __all__ = ["LOSSES", "log_d", "log_one_minus_d", "value_function", "discriminator_loss", "generator_loss",
            "gradient_penalty", "optimal_discriminator", "jensen_shannon", "expected_value", "pack",
@@ -189,6 +190,8 @@ class GAN(nn.Module):
     images in [0, 1] and G ends in a tanh, so real images are shown to D as
     :math:`2x-1` (:meth:`prepare`) and samples are mapped back to [0, 1].
     """
+
+    density = IMPLICIT        # Eq. TAX-1 (see minigen.models.taxonomy)
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, latent_dim: int, packing: int = 1,
                  num_classes: int | None = None, tanh_images: bool = False):
