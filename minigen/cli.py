@@ -1,4 +1,4 @@
-"""The ``minigen`` command line: demo, train, sample, eval, bench, list, equations.
+"""The ``minigen`` command line: demo, train, sample, eval, bench, list, lecture, equations.
 
 Every subcommand has a complete ``--help``. Mistakes (a bad option, a missing
 data file, an existing run) end with one line on stderr and exit status 2,
@@ -18,6 +18,10 @@ EXAMPLES = """examples:
   minigen sample runs/vae -n 64
   minigen list
 """
+
+
+#: The walk-throughs of ``lectures/``, in slide order (``minigen lecture SECTION``).
+LECTURE_SECTIONS = ["taxonomy", "autoregressive", "vae", "flows", "gans", "energy", "diffusion"]
 
 
 def _positive(kind):
@@ -170,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
     sub.add_parser("list", help="the models `minigen train` knows and the datasets")
+    lec = sub.add_parser("lecture", help="run one walk-through of lectures/ (the lecture companion), "
+                                         "writing its figures")
+    lec.add_argument("section", choices=LECTURE_SECTIONS, help="the lecture section, in slide order")
+    lec.add_argument("--fast", action="store_true", help="small sizes and few steps (what the tests run)")
+    lec.add_argument("--out", metavar="DIR", help="folder for figures and runs (default: lecture-out/SECTION)")
     eqs = sub.add_parser("equations", help="write lectures/equations.md: each equation of the lecture, the code "
                                            "that computes it, the tests that prove it (from a source checkout)")
     eqs.add_argument("--check", action="store_true",
@@ -177,10 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_config(args) -> dict:
+def train_config(args, argv=None) -> dict:
+    """The run configuration of parsed ``minigen train`` arguments (``argv``: the command line they came
+    from, default ``sys.argv``), as ``runs.train`` takes it."""
     cfg = {k: v for k, v in vars(args).items() if k != "command"}
     cfg["name"] = args.name or args.model
-    cfg["command"] = " ".join(["minigen"] + sys.argv[1:])
+    cfg["command"] = " ".join(["minigen"] + (sys.argv[1:] if argv is None else list(argv)))
     if args.data_dir is not None:
         cfg["data_dir"] = os.path.abspath(args.data_dir)
     return cfg
@@ -190,6 +201,9 @@ def run_command(args) -> int:
     if args.command == "bench":
         from .bench import run_bench
         return run_bench(args)
+    if args.command == "lecture":
+        from .lecture import run_lecture
+        return run_lecture(args.section, fast=args.fast, out=args.out)
     if args.command == "equations":
         from .equations import run_equations
         return run_equations(args)
@@ -206,7 +220,7 @@ def run_command(args) -> int:
     if args.command == "train":
         from .models import get_spec
         from .runs import train
-        run_dir, last = train(get_spec(args.model), _train_config(args), progress=not args.no_progress)
+        run_dir, last = train(get_spec(args.model), train_config(args), progress=not args.no_progress)
         print(f"run folder: {run_dir}")
         print(json.dumps(last))
         return 0

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["ModelSpec", "registry", "get_spec"]
+__all__ = ["ModelSpec", "registry", "get_spec", "build_default"]
 
 
 @dataclass(frozen=True)
@@ -151,3 +151,15 @@ def get_spec(name: str) -> ModelSpec:
     if name not in specs:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(specs)}")
     return specs[name]
+
+
+def build_default(name: str, image_shape, num_classes: int = 10, **options):
+    """The registry's model ``name`` as ``minigen train NAME [--option value …]`` would build it for data
+    of ``image_shape`` (untrained): a quick way to inspect a family without a run folder."""
+    from ..cli import build_parser, train_config
+    argv = ["train", name]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    cfg = train_config(build_parser().parse_args(argv), argv)
+    cfg.update(num_classes=num_classes, image_shape=list(image_shape), train_examples=0, total_steps=1)
+    return get_spec(name).build(cfg, tuple(image_shape))

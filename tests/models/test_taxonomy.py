@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import minigen as mg
-from minigen.cli import build_parser
-from minigen.models import registry
+from minigen.models import build_default, registry
 from minigen.models.autoregressive import FVSBN
 from minigen.models.diffusion.latent import LatentDiffusion
 from minigen.models.energy.boltzmann import BoltzmannMachine
@@ -26,11 +25,7 @@ EXPECTED = {**dict.fromkeys(["fvsbn", "nade", "pixelcnn", "gated_pixelcnn", "pix
 
 def build(name):
     """The registry's model with its command-line defaults, for 8×8 images (points for the planar flow)."""
-    spec = registry()[name]
-    cfg = {k: v for k, v in vars(build_parser().parse_args(["train", name])).items() if k != "command"}
-    shape = (2,) if name == "planar" else (1, 8, 8)
-    cfg.update(num_classes=10, image_shape=list(shape), train_examples=100, total_steps=10)
-    return spec.build(cfg, shape)
+    return build_default(name, (2,) if name == "planar" else (1, 8, 8))
 
 
 def test_the_expected_table_names_every_generative_model():

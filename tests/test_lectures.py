@@ -1,0 +1,45 @@
+"""The lecture companion: every walk-through of ``lectures/`` runs in fast mode (so none can rot), writes
+its figures, and ``minigen lecture`` refuses what does not exist."""
+import glob
+import os
+
+import pytest
+
+from minigen.cli import LECTURE_SECTIONS, main
+from minigen.equations import source_root
+from minigen.lecture import run_lecture
+
+WALKTHROUGHS = sorted(glob.glob(os.path.join(source_root(), "lectures", "[0-9][0-9]_*.py")))
+FIGURES = {"taxonomy": ["taxonomy.png"],
+           "diffusion": ["schedules.png", "marginals.png", "moons_strip.png"]}
+
+
+def test_walkthroughs_follow_the_lecture_order():
+    names = [os.path.basename(path)[3:-3] for path in WALKTHROUGHS]
+    assert names == [s for s in LECTURE_SECTIONS if s in names]
+    for path in WALKTHROUGHS:
+        number = int(os.path.basename(path)[:2])
+        assert LECTURE_SECTIONS[number - 1] == os.path.basename(path)[3:-3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", WALKTHROUGHS, ids=lambda p: os.path.basename(p)[3:-3])
+def test_walkthrough_runs_in_fast_mode(path, tmp_path, capsys):
+    section = os.path.basename(path)[3:-3]
+    assert run_lecture(section, fast=True, out=str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "[" in out and "]" in out                                   # it printed the lecture's equations
+    for name in FIGURES[section]:
+        assert os.path.getsize(tmp_path / name) > 1000
+    assert os.environ.get("MINIGEN_LECTURE_FAST") is None               # the settings do not leak
+
+
+def test_lecture_command_errors(capsys):
+    with pytest.raises(SystemExit):
+        main(["lecture", "nonsense"])
+    missing = [s for s in LECTURE_SECTIONS
+               if not os.path.exists(os.path.join(source_root(), "lectures",
+                                                  f"{LECTURE_SECTIONS.index(s) + 1:02d}_{s}.py"))]
+    if missing:
+        assert main(["lecture", missing[0], "--fast"]) == 2
+        assert "is not written yet" in capsys.readouterr().err
