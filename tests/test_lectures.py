@@ -10,7 +10,7 @@ from minigen.equations import source_root
 from minigen.lecture import run_lecture
 
 WALKTHROUGHS = sorted(glob.glob(os.path.join(source_root(), "lectures", "[0-9][0-9]_*.py")))
-FIGURES = {"taxonomy": ["taxonomy.png"],
+FIGURES = {"taxonomy": ["taxonomy.png"], "autoregressive": ["receptive_fields.png", "samples.png"],
            "diffusion": ["schedules.png", "marginals.png", "moons_strip.png"]}
 
 
