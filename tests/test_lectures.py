@@ -12,7 +12,7 @@ from minigen.lecture import run_lecture
 WALKTHROUGHS = sorted(glob.glob(os.path.join(source_root(), "lectures", "[0-9][0-9]_*.py")))
 FIGURES = {"taxonomy": ["taxonomy.png"], "autoregressive": ["receptive_fields.png", "samples.png"],
            "vae": ["prior_samples.png", "traversal.png"], "flows": ["planar_flows.png", "realnvp_moons.png"],
-           "gans": ["ring8.png"],
+           "gans": ["ring8.png"], "energy": ["hopfield_recall.png", "rbm_samples.png"],
            "diffusion": ["schedules.png", "marginals.png", "moons_strip.png"]}
 
 
