@@ -437,9 +437,11 @@ def diffusion_p_sample(x_t, eps, noise, c1, c2, sigma, out=None):
     ``out``, when given, is a C-contiguous array of x_t's shape and dtype that receives the result; it may
     be x_t itself (the sampler's case: x_{t−1} overwrites x_t, which nothing reads again), never eps or noise."""
     dt = x_t.dtype.type
+    # BEGIN SOLUTION 7.2
     result = dt(c1) * (x_t - dt(c2) * eps)
     if noise is not None:
         result = result + dt(sigma) * noise
+    # END SOLUTION
     if out is None:
         return result
     out[...] = result

@@ -17,6 +17,26 @@ import os as _os
 # sleep. It only takes effect if set before NumPy loads OpenBLAS.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
+
+def _checkout_kernels():
+    """A source checkout on ``sys.path`` without installation (an assignment copy, a clone): load
+    ``minigen.kernels`` from the checkout's ``kernels/``, as setup.py's ``package_dir`` maps it when installed
+    (an installed package has ``minigen/kernels/`` itself, and then nothing happens here)."""
+    import importlib.util
+    import sys
+
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    init = _os.path.join(_os.path.dirname(here), "kernels", "__init__.py")
+    if _os.path.isdir(_os.path.join(here, "kernels")) or not _os.path.exists(init) or "minigen.kernels" in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location("minigen.kernels", init,
+                                                  submodule_search_locations=[_os.path.dirname(init)])
+    sys.modules["minigen.kernels"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules["minigen.kernels"])
+
+
+_checkout_kernels()
+
 from . import backend, random  # noqa: E402
 from .autograd import (Function, Tensor, enable_grad, is_grad_enabled, no_grad,
                        set_grad_enabled)

@@ -1,4 +1,4 @@
-"""The ``minigen`` command line: demo, train, sample, eval, bench, list, lecture, equations.
+"""The ``minigen`` command line: demo, train, sample, eval, bench, list, lecture, equations, assignments.
 
 Every subcommand has a complete ``--help``. Mistakes (a bad option, a missing
 data file, an existing run) end with one line on stderr and exit status 2,
@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     lec.add_argument("section", choices=LECTURE_SECTIONS, help="the lecture section, in slide order")
     lec.add_argument("--fast", action="store_true", help="small sizes and few steps (what the tests run)")
     lec.add_argument("--out", metavar="DIR", help="folder for figures and runs (default: lecture-out/SECTION)")
+    asg = sub.add_parser("assignments", help="assignment starter code: list the tasks, or build a student copy "
+                                             "whose task regions raise NotImplementedError")
+    asg.add_argument("action", choices=["list", "build"], help="list the tasks, or build OUT")
+    asg.add_argument("out", nargs="?", help="build: the folder to write (must not exist)")
+    asg.add_argument("--solutions", action="store_true", help="build: keep the solutions (the instructor's copy)")
     eqs = sub.add_parser("equations", help="write lectures/equations.md: each equation of the lecture, the code "
                                            "that computes it, the tests that prove it (from a source checkout)")
     eqs.add_argument("--check", action="store_true",
@@ -204,6 +209,9 @@ def run_command(args) -> int:
     if args.command == "lecture":
         from .lecture import run_lecture
         return run_lecture(args.section, fast=args.fast, out=args.out)
+    if args.command == "assignments":
+        from .assignments import run_assignments
+        return run_assignments(args)
     if args.command == "equations":
         from .equations import run_equations
         return run_equations(args)

@@ -74,8 +74,10 @@ class Normal:
         through it. ``sample_shape`` prepends dimensions (k samples per example).
         """
         shape = tuple(sample_shape) + tuple(self.loc.shape)
+        # BEGIN SOLUTION 3.1
         eps = ops.randn(*shape, dtype=self.loc.dtype, device=self.loc.device)
         return self.loc + eps * self.scale
+        # END SOLUTION
 
     def sample(self, sample_shape: tuple = ()) -> Tensor:
         return self.rsample(sample_shape).detach()

@@ -56,12 +56,14 @@ def causal_mask(out_channels: int, in_channels: int, kernel_size, centre, mask_t
         if channels % image_channels:
             raise ValueError(f"causal_mask: {name} ({channels}) must be a multiple of image_channels "
                              f"({image_channels}) so that each channel group has its own features")
+    # BEGIN SOLUTION 2.1
     mask[:, :, ci, cj + 1:] = 0          # right of the centre, same row
     mask[:, :, ci + 1:, :] = 0           # rows below
     group_out = np.arange(out_channels) // (out_channels // image_channels)
     group_in = np.arange(in_channels) // (in_channels // image_channels)
     sees = group_in[None, :] < group_out[:, None] if mask_type == "A" else group_in[None, :] <= group_out[:, None]
     mask[:, :, ci, cj] = sees
+    # END SOLUTION
     return mask
 
 

@@ -157,7 +157,9 @@ def hebbian_weights(patterns, zero_diagonal: bool = True) -> np.ndarray:
     towards its current state, making spurious states stable.
     """
     p, _ = _check_spins("patterns", patterns)
+    # BEGIN SOLUTION 6.1
     w = p.T @ p / p.shape[1]
+    # END SOLUTION
     if zero_diagonal:
         np.fill_diagonal(w, 0.0)
     return w

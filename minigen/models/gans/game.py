@@ -60,7 +60,9 @@ def value_function(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 
     At the game's equilibrium :math:`D=\tfrac12` everywhere and :math:`V=-\log 4`.
     """
+    # BEGIN SOLUTION 5.1
     return log_d(real_logits).mean() + log_one_minus_d(fake_logits).mean()
+    # END SOLUTION
 
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, loss: str = "non_saturating") -> Tensor:
