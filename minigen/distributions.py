@@ -151,6 +151,8 @@ def kl_divergence(q, p) -> Tensor:
     if not (isinstance(q, Normal) and isinstance(p, Normal)):
         raise TypeError(f"kl_divergence: closed form is implemented for Normal and Normal, "
                         f"got {type(q).__name__} and {type(p).__name__}")
+    # BEGIN SOLUTION 3.2
     var_ratio = (q.scale / p.scale) ** 2
     mean_term = ((q.loc - p.loc) / p.scale) ** 2
     return 0.5 * (var_ratio + mean_term - 1.0) - (q.log_scale - p.log_scale)
+    # END SOLUTION

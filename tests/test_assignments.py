@@ -16,6 +16,8 @@ ROOT = source_root()
 
 
 def test_every_task_has_a_region_and_existing_tests():
+    assert len(TASKS) >= 20
+    assert {task.split(".")[0] for task in TASKS} == {"2", "3", "4", "5", "6", "7"}    # six families
     regions = solution_regions(ROOT)
     assert {task for *_, task in regions} == set(TASKS)
     for task in TASKS.values():

@@ -307,7 +307,9 @@ class FVSBN(AutoregressiveModel):
 
     def forward(self, x: Tensor, labels=None) -> Tensor:
         flat = 2 * x.flatten(1) - 1
+        # BEGIN SOLUTION 2.3
         logits = ops.linear(flat, self.weight * self.mask, self.bias)
+        # END SOLUTION
         return logits.reshape(x.shape[0], self.image_shape[0], 1, *self.image_shape[1:])
 
 

@@ -69,9 +69,11 @@ def ddpm_loss(schedule: NoiseSchedule, model, x0: Tensor, t=None, noise: Tensor 
         t = uniform_steps(schedule.T, n)
     if noise is None:
         noise = ops.randn(*x0.shape, dtype=x0.dtype, device=x0.device)
+    # BEGIN SOLUTION 7.3
     x_t = q_sample(schedule, x0, t, noise)                                  # line 5's argument
     target = noise if prediction == "eps" else x0 if prediction == "x0" else predict_v(schedule, x0, t, noise)
     squared = (target - model(x_t, t)) ** 2
+    # END SOLUTION
     if weighting == "kl":
         squared = squared * coefficient(loss_weight(schedule), t, x0)
     return squared.mean()

@@ -141,9 +141,11 @@ def q_posterior(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t) -> tuple:
     :math:`\tilde\mu_t=\frac{\sqrt{\bar\alpha_{t-1}}\beta_t}{1-\bar\alpha_t}x_0+\frac{\sqrt{\alpha_t}(1-\bar\alpha_{t-1})}{1-\bar\alpha_t}x_t`.
     Returns (mean, variance); the variance is (N, 1, …, 1)."""
     s = schedule
+    # BEGIN SOLUTION 7.4
     c0 = np.sqrt(s.alpha_bars_prev) * s.betas / (1 - s.alpha_bars)
     ct = np.sqrt(s.alphas) * (1 - s.alpha_bars_prev) / (1 - s.alpha_bars)
     mean = coefficient(c0, t, x_t) * x0 + coefficient(ct, t, x_t) * x_t
+    # END SOLUTION
     return mean, coefficient(s.posterior_variance, t, x_t)
 
 

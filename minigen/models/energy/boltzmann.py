@@ -301,7 +301,9 @@ class BoltzmannMachine:
     def probability_on(self, states, unit: int, temperature: float | None = None) -> np.ndarray:
         r"""Eq. EBM-7: :math:`p(s_i = 1 \mid \text{the other units}) = 1/(1 + e^{-\Delta E_i/T})`."""
         t = self.temperature if temperature is None else _temperature("temperature", temperature)
+        # BEGIN SOLUTION 6.3
         return sigmoid(self.energy_gap(states, unit) / t)
+        # END SOLUTION
 
     # ----------------------------------------------------------------------- exact distribution (EBM-6)
 

@@ -221,8 +221,10 @@ class HopfieldNetwork:
     def energy(self, states):
         r"""Eq. EBM-5: :math:`E = -\sum_i\sum_{j<i} w_{ij}s_is_j + \sum_i\theta_is_i`, one value per state."""
         s, single = _check_spins("states", states, self.n_units)
+        # BEGIN SOLUTION 6.2
         lower = np.tril(self.weights, k=-1)                   # the pairs j < i, each once
         e = -np.einsum("bi,ij,bj->b", s, lower, s) + s @ self.thresholds
+        # END SOLUTION
         return e[0] if single else e
 
     def _sign(self, h, s):

@@ -166,9 +166,11 @@ class RBM(nn.Module):
         """
         xp = self.xp
         # One matmul for both phases: [v⁺; v⁻]ᵀ [p⁺/B; -p⁻/M] = <v h>⁺ - <v h>⁻.
+        # BEGIN SOLUTION 6.4
         inputs = xp.concatenate([self._hidden_input(v_data), self._hidden_input(v_model)])
         weights = xp.concatenate([p_data / len(v_data), p_model / -len(v_model)])
         grads = {"W": inputs.T @ weights, "c": weights.sum(0)}
+        # END SOLUTION
         grads.update(self._visible_gradient(v_data, p_data, v_model, p_model))
         return grads
 

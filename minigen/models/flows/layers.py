@@ -79,7 +79,9 @@ class PlanarFlow(Bijection):
         u = self.u_hat()
         a = ops.tanh(ops.matmul(z, self.w) + self.b)                    # (B,)
         y = z + a.unsqueeze(1) * u
+        # BEGIN SOLUTION 4.3
         log_det = (1 + (1 - a * a) * (self.w * u).sum()).abs().log()  # 1 + ψ(z)ᵀ û
+        # END SOLUTION
         return y, log_det
 
     def inverse(self, y: Tensor, iterations: int = 200) -> Tensor:
@@ -145,12 +147,16 @@ class AffineCoupling(Bijection):
         return self.scale * ops.tanh(s) * free, t * free
 
     def forward(self, x: Tensor):
+        # BEGIN SOLUTION 4.1
         s, t = self._scale_shift(x * self.mask)
         return x * s.exp() + t, sum_except_batch(s)      # masked entries: s = t = 0, y = x
+        # END SOLUTION
 
     def inverse(self, y: Tensor) -> Tensor:
+        # BEGIN SOLUTION 4.2
         s, t = self._scale_shift(y * self.mask)          # the masked half of y is the masked half of x
         return (y - t) * (-s).exp()
+        # END SOLUTION
 
 
 class ActNorm(Bijection):

@@ -91,7 +91,9 @@ def generator_loss(fake_logits: Tensor, loss: str = "non_saturating") -> Tensor:
     if loss == "saturating":
         return log_one_minus_d(fake_logits).mean()
     if loss == "non_saturating":
+        # BEGIN SOLUTION 5.2
         return -log_d(fake_logits).mean()
+        # END SOLUTION
     return -fake_logits.mean()
 
 
@@ -139,8 +141,10 @@ def optimal_discriminator(p_data, p_g) -> np.ndarray:
     r"""Eq. GAN-4: :math:`D^*(x)=\frac{p_{data}(x)}{p_{data}(x)+p_g(x)}` on a finite set
     (½ where both are 0: no example ever lands there, any value is optimal)."""
     p_data, p_g = _distribution("p_data", p_data), _distribution("p_g", p_g)
+    # BEGIN SOLUTION 5.3
     total = p_data + p_g
     return np.divide(p_data, total, out=np.full_like(total, 0.5), where=total > 0)
+    # END SOLUTION
 
 
 def expected_value(d, p_data, p_g) -> float:
