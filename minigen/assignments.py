@@ -18,6 +18,9 @@ from .equations import source_root
 
 
 class Task(NamedTuple):
+    """One assignment task: ID (``'<section>.<n>'``), title, statement (the student copy's
+    NotImplementedError message) and the pytest node ids of its tests."""
+
     id: str              # "<section>.<n>", sections numbered as the lecture's walk-throughs
     title: str
     statement: str       # what the student writes, in a sentence or two (the NotImplementedError message)

@@ -35,6 +35,7 @@ def is_grad_enabled() -> bool:
 
 
 def set_grad_enabled(mode: bool) -> None:
+    """Turn recording of new operations on or off for this thread (see also :class:`no_grad`)."""
     _state.grad_enabled = bool(mode)
 
 
@@ -136,22 +137,27 @@ class Tensor:
     # ---- basic properties
     @property
     def shape(self) -> tuple:
+        """The tensor's shape as a tuple of ints."""
         return tuple(self.data.shape)
 
     @property
     def dtype(self):
+        """The NumPy dtype of the values."""
         return self.data.dtype
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions."""
         return self.data.ndim
 
     @property
     def device(self) -> str:
+        """Where the values live: ``"cpu"`` or ``"cuda"``."""
         return backend.device_of(self.data)
 
     @property
     def is_leaf(self) -> bool:
+        """True unless a recorded op produced this tensor (``grad_fn`` is ``None``)."""
         return self.grad_fn is None
 
     @property
@@ -161,15 +167,19 @@ class Tensor:
 
     @property
     def T(self) -> "Tensor":
+        """All dims reversed (the matrix transpose for a 2-d tensor); differentiable."""
         return self.permute(*reversed(range(self.ndim)))
 
     def size(self, dim=None):
+        """The shape as a tuple, or the size of dimension ``dim`` (which may be negative)."""
         return self.shape if dim is None else self.shape[dim]
 
     def numel(self) -> int:
+        """The number of elements."""
         return int(self.data.size)
 
     def dim(self) -> int:
+        """The number of dimensions (same as :attr:`ndim`)."""
         return self.ndim
 
     def __len__(self) -> int:
@@ -213,6 +223,7 @@ class Tensor:
         return backend.to_device(self.data, "cpu")
 
     def item(self):
+        """The value of a one-element tensor as a Python number; raises ``ValueError`` for any other size."""
         if self.data.size != 1:
             raise ValueError(
                 f"item(): only one-element tensors can be converted to Python scalars, "
@@ -221,6 +232,7 @@ class Tensor:
         return self.data.reshape(()).item()
 
     def tolist(self):
+        """The values as nested Python lists (a Python number for a 0-d tensor), copied from the GPU if needed."""
         return backend.to_device(self.data, "cpu").tolist()
 
     def detach(self) -> "Tensor":
@@ -228,6 +240,11 @@ class Tensor:
         return Tensor._wrap(self.data)
 
     def requires_grad_(self, mode: bool = True) -> "Tensor":
+        """Set ``requires_grad`` in place and return the tensor.
+
+        Raises ``TypeError`` for a non-floating dtype, and ``RuntimeError`` when switching it off on a
+        non-leaf (use :meth:`detach`).
+        """
         if mode and self.dtype.kind not in _FLOAT_KINDS:
             raise TypeError(f"only floating-point tensors can require gradients, got {self.dtype}")
         if not self.is_leaf and not mode:
@@ -252,24 +269,31 @@ class Tensor:
         return out
 
     def cpu(self) -> "Tensor":
+        """This tensor on the CPU: a differentiable copy, or the tensor itself if it is already there."""
         return self.to("cpu")
 
     def cuda(self) -> "Tensor":
+        """This tensor on the GPU: a differentiable copy, or the tensor itself if it is already there."""
         return self.to("cuda")
 
     def float(self) -> "Tensor":
+        """Cast to float32 (the tensor itself if it already is); differentiable."""
         return self.to(dtype=np.float32)
 
     def double(self) -> "Tensor":
+        """Cast to float64 (the tensor itself if it already is); differentiable."""
         return self.to(dtype=np.float64)
 
     def long(self) -> "Tensor":
+        """Cast to int64 (the tensor itself if it already is); the result carries no gradient."""
         return self.to(dtype=np.int64)
 
     def type_as(self, other: "Tensor") -> "Tensor":
+        """Cast to ``other``'s dtype (the tensor itself if it already matches)."""
         return self.to(dtype=other.dtype)
 
     def clone(self) -> "Tensor":
+        """A copy with its own memory that stays in the graph (gradients flow back to the original)."""
         return ops.clone(self)
 
     # ---- backward
@@ -336,6 +360,7 @@ class Context:
 
     @property
     def output(self) -> Tensor:
+        """The tensor the op produced; raises ``RuntimeError`` once it has been garbage-collected."""
         out = self._output() if self._output is not None else None
         if out is None:
             raise RuntimeError("the output of this op is no longer alive")
@@ -343,9 +368,11 @@ class Context:
 
     @property
     def needs_input_grad(self) -> tuple:
+        """One bool per input: whether it is a tensor that requires grad (as in PyTorch)."""
         return tuple(isinstance(t, Tensor) and t.requires_grad for t in self.inputs)
 
     def parents(self):
+        """The inputs that are tensors requiring grad: the edges the backward pass follows."""
         return [t for t in self.inputs if isinstance(t, Tensor) and t.requires_grad]
 
     def free(self):
@@ -379,6 +406,11 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs) -> Tensor:
+        """Run ``forward`` on the inputs' arrays and wrap the result in a Tensor.
+
+        The application is recorded (the result gets a ``grad_fn``) only when grad mode is on, some input
+        requires grad and the result is floating-point.
+        """
         ctx = Context()
         arrays, record = [], False
         for a in args:

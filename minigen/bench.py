@@ -125,6 +125,8 @@ def make_step(case, lib):
 
 
 def minigen_lib(device="cpu"):
+    """minigen's side of the comparison: a ``tensor`` factory on ``device``, the functional ``F``, and a
+    ``sync`` that waits for the GPU."""
     import minigen as mg
     import minigen.nn.functional as F
 
@@ -157,6 +159,10 @@ def torch_lib(device="cpu"):
 
 # --------------------------------------------------------------------------- report
 def header(device: str) -> dict:
+    """The setup printed above the results: thread settings, device, processor and PyTorch version.
+
+    Sets PyTorch's thread count to the number of CPUs when it is installed.
+    """
     info = backend.configure_threads()
     info["device"] = device
     info["machine"] = platform.processor() or platform.machine()
@@ -209,6 +215,7 @@ COLUMNS = [("case", "{:<10}"), ("minigen_ms", "{:>11.2f}"), ("reference_ms", "{:
 
 
 def format_header() -> str:
+    """The column titles of the kernel table, aligned with :func:`format_row`."""
     names = {"case": "case", "minigen_ms": "minigen ms", "reference_ms": "reference ms",
              "torch_ms": "torch ms", "ratio": "ratio", "target": "target"}
     widths = [len(fmt.format(0 if key != "case" else "")) for key, fmt in COLUMNS]
@@ -217,6 +224,7 @@ def format_header() -> str:
 
 
 def format_row(row: dict) -> str:
+    """One row of the kernel table; a column the row lacks prints as ``-``."""
     cells = []
     for key, fmt in COLUMNS:
         width = len(fmt.format(0 if key != "case" else ""))
@@ -328,6 +336,7 @@ def dcgan_steps(case=None):
 
 
 def run_dcgan_case(repeat=5, rounds=3, settle=1.0, log=print) -> dict:
+    """One DCGAN training step, minigen against PyTorch (:func:`dcgan_steps`)."""
     mine, theirs = dcgan_steps(DCGAN_CASE)
     return run_pair(DCGAN_CASE[0], mine, theirs, "torch", DCGAN_TARGET, repeat, rounds, settle, log)
 
@@ -390,6 +399,7 @@ def unet_steps(case=None):
 
 
 def run_unet_case(repeat=3, rounds=3, settle=1.0, log=print) -> dict:
+    """One DDPM training step of the U-Net, minigen against its PyTorch twin (:func:`unet_steps`)."""
     mine, theirs = unet_steps(UNET_CASE)
     return run_pair(UNET_CASE[0], mine, theirs, "torch", UNET_TARGET, repeat, rounds, settle, log)
 
@@ -486,6 +496,8 @@ def run_sampling_case(case, log=print) -> dict:
 
 
 def run_bench(args) -> int:
+    """``minigen bench``: run the suite ``args.suite``, print the tables and whether the targets are met,
+    and write ``--json`` when asked; returns 0. The RBM and DCGAN cases run on the CPU only."""
     suites = {"conv": CONV_CASES, "attention": ATTENTION_CASES,
               "kernels": CONV_CASES + ATTENTION_CASES}
     info = header(args.device)

@@ -35,6 +35,9 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
+    """minigen.models.unet.AttentionBlock: multi-head self-attention over the pixels, with a residual
+    connection (PyTorch's default initialisation: the output projection is not zeroed)."""
+
     def __init__(self, channels, heads, groups):
         super().__init__()
         self.heads = heads
@@ -83,6 +86,7 @@ class UNet(nn.Module):
         self.norm_out, self.conv_out = _norm(width, groups), nn.Conv2d(width, in_channels, 3, padding=1)
 
     def embed(self, t):
+        """minigen's ``UNet.embed`` without labels: the time MLP of the sinusoidal code of ``t``."""
         half = self.time_dim // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
         angles = t.float()[:, None] * freqs[None]

@@ -52,6 +52,7 @@ def _duration(text):
 
 
 def add_data_arguments(parser, default_data="digits") -> None:
+    """Add the ``data`` option group (``--data``, ``--data-dir``, ``--no-download``, ``--binarize``)."""
     from .data import list_datasets
     names = list(list_datasets())
     group = parser.add_argument_group("data")
@@ -67,6 +68,8 @@ def add_data_arguments(parser, default_data="digits") -> None:
 
 
 def add_train_parser(sub) -> None:
+    """Add ``minigen train MODEL``: one subcommand per registered model, with data, training,
+    run-folder and model options."""
     from .models import registry
     train = sub.add_parser("train", help="train a model; writes runs/<name>/", epilog=EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -113,6 +116,7 @@ def add_train_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``minigen`` argument parser, with every subcommand."""
     parser = argparse.ArgumentParser(prog="minigen", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -203,6 +207,7 @@ def train_config(args, argv=None) -> dict:
 
 
 def run_command(args) -> int:
+    """Run the subcommand of parsed ``args``; returns the exit status."""
     if args.command == "bench":
         from .bench import run_bench
         return run_bench(args)
@@ -269,6 +274,11 @@ def sampler_options(args) -> dict:
 
 
 def main(argv=None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the command; returns the exit status.
+
+    130 on Ctrl-C; 2 after a one-line error on stderr for a ``ValueError``, ``TypeError``,
+    ``FileNotFoundError``, ``RuntimeError`` or ``OSError`` (``MINIGEN_DEBUG=1`` re-raises it).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

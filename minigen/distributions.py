@@ -55,10 +55,12 @@ class Normal:
 
     @property
     def mean(self) -> Tensor:
+        """The mean :math:`\\mu` (``loc``)."""
         return self.loc
 
     @property
     def variance(self) -> Tensor:
+        """The variance :math:`\\sigma^2`."""
         return self.scale * self.scale
 
     def log_prob(self, x) -> Tensor:
@@ -80,6 +82,7 @@ class Normal:
         # END SOLUTION
 
     def sample(self, sample_shape: tuple = ()) -> Tensor:
+        """A sample cut from the graph: :meth:`rsample`, detached (no gradient flows)."""
         return self.rsample(sample_shape).detach()
 
     def log_prob_per_example(self, x) -> Tensor:
@@ -88,6 +91,7 @@ class Normal:
         return sum_except_batch(self.log_prob(x.unsqueeze(0).expand(k, *x.shape).reshape(self.loc.shape)))
 
     def entropy(self) -> Tensor:
+        """Elementwise entropy in nats, :math:`\\log\\sigma + \\tfrac12(1 + \\log 2\\pi)`."""
         return self.log_scale + 0.5 * (1.0 + _LOG_2PI)
 
     def __repr__(self):
@@ -108,13 +112,16 @@ class Bernoulli:
 
     @property
     def probs(self) -> Tensor:
+        """The probability of a 1, :math:`\\sigma(\\ell)`."""
         return self.logits.sigmoid()
 
     @property
     def mean(self) -> Tensor:
+        """The mean, equal to :attr:`probs`."""
         return self.probs
 
     def log_prob(self, x) -> Tensor:
+        """:math:`x\\,\\ell - \\mathrm{softplus}(\\ell)`, elementwise (x in {0, 1} or a grey level in [0, 1])."""
         return x * self.logits - ops.softplus(self.logits)
 
     def log_prob_per_example(self, x) -> Tensor:
@@ -126,12 +133,14 @@ class Bernoulli:
         return ops.bernoulli_log_likelihood(self.logits, x)
 
     def sample(self, sample_shape: tuple = ()) -> Tensor:
+        """0/1 draws with probability :attr:`probs`, no gradient; ``sample_shape`` prepends dimensions."""
         probs = self.probs.detach()
         if sample_shape:
             probs = probs.expand(*tuple(sample_shape), *probs.shape)
         return ops.bernoulli(probs)
 
     def entropy(self) -> Tensor:
+        """Elementwise entropy in nats, :math:`\\mathrm{softplus}(\\ell) - \\sigma(\\ell)\\,\\ell`."""
         p = self.probs
         return ops.softplus(self.logits) - p * self.logits
 

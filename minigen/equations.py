@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 
 class Equation(NamedTuple):
+    """One row of the lecture's catalogue: ID, slide title, and the equation in LaTeX or in words."""
+
     id: str
     slide: str
     statement: str      # the lecture's equation in LaTeX (between $ signs), or its statement in words

@@ -780,6 +780,8 @@ class SequentialLR(LRScheduler):
         self._last_lr = schedulers[0].get_last_lr()
 
     def step(self, epoch: int | None = None) -> None:
+        """Advance one step with the scheduler in charge; at a milestone the next one takes over at its
+        step 0. There is no ``epoch`` argument (``TypeError``)."""
         if epoch is not None:
             raise TypeError("SequentialLR.step() takes no epoch argument")
         self.last_epoch += 1
@@ -792,16 +794,19 @@ class SequentialLR(LRScheduler):
         self._last_lr = scheduler.get_last_lr()
 
     def get_lr(self) -> list:
+        """Learning rates of the current step, from the scheduler in charge of it."""
         idx = bisect.bisect_right(self._milestones, self.last_epoch)
         return self._schedulers[idx].get_lr()
 
     def state_dict(self) -> dict:
+        """This schedule's state with each sub-scheduler's under ``'_schedulers'`` (no optimizer)."""
         state = {k: copy.deepcopy(v) for k, v in self.__dict__.items()
                  if k not in ("optimizer", "_schedulers")}
         state["_schedulers"] = [s.state_dict() for s in self._schedulers]
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a :meth:`state_dict`, sub-schedulers included (``ValueError`` if their number differs)."""
         state_dict = dict(state_dict)
         subs = state_dict.pop("_schedulers")
         if len(subs) != len(self._schedulers):
@@ -1016,10 +1021,16 @@ class EMA:
             self.restore(params)
 
     def state_dict(self) -> dict:
+        """``decay``, ``warmup``, ``num_updates`` and copies of the averages (``shadow_params``)."""
         return {"decay": self.decay, "warmup": self.warmup, "num_updates": self.num_updates,
                 "shadow_params": [s.copy() for s in self.shadow_params]}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a :meth:`state_dict`; the averages are copied to each parameter's dtype and device.
+
+        A count or shape that does not match the tracked parameters raises ``ValueError`` and
+        changes nothing.
+        """
         shadows = list(state_dict["shadow_params"])
         if len(shadows) != len(self.params):
             raise ValueError(f"EMA.load_state_dict: {len(shadows)} saved averages for "

@@ -61,6 +61,7 @@ def get_rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore the CPU generator and the current seed from a :func:`get_rng_state` dict."""
     global _DEFAULT_SEED
     _DEFAULT_SEED = int(state["seed"])
     generator("cpu").bit_generator.state = state["state"]

@@ -123,10 +123,12 @@ class Trainer:
     # ------------------------------------------------------------------ paths
     @property
     def metrics_path(self) -> str:
+        """``<run_dir>/metrics.jsonl``: one JSON row per logged step or evaluation."""
         return os.path.join(self.run_dir, "metrics.jsonl")
 
     @property
     def checkpoint_path(self) -> str:
+        """``<run_dir>/checkpoint.npz``."""
         return os.path.join(self.run_dir, CHECKPOINT)
 
     # ------------------------------------------------------------------ the step
@@ -147,6 +149,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
+        """Write the step, training time, loader position, RNG state, the half-filled logging window and
+        every ``state_dict`` to :attr:`checkpoint_path`, atomically."""
         save({"step": self.step, "train_seconds": self.train_seconds,
               "loader": self.loader.state_dict(), "rng": mg_random.get_rng_state(),
               "window": {k: list(v) for k, v in self._window.items()},
@@ -154,6 +158,10 @@ class Trainer:
              self.checkpoint_path)
 
     def load_checkpoint(self) -> None:
+        """Restore what :meth:`save_checkpoint` wrote and drop the metrics rows logged after it.
+
+        Raises ``ValueError`` when the checkpoint has no state for one of the objects in ``state``.
+        """
         ckpt = load(self.checkpoint_path)
         missing = set(self.state) - set(ckpt["state"])
         if missing:
@@ -203,12 +211,15 @@ class Trainer:
         return row
 
     def write_samples(self) -> str | None:
+        """Save ``sample_fn()`` as the grid ``samples_<step>.png``; returns its path, or None without a
+        ``sample_fn``."""
         if self.sample_fn is None:
             return None
         from .viz import save_image_grid
         return save_image_grid(self.sample_fn(), os.path.join(self.run_dir, f"samples_{self.step:07d}.png"))
 
     def write_curves(self) -> None:
+        """Plot ``metrics.jsonl`` to ``loss.png``; nothing is written while no row has a metric yet."""
         from .viz import plot_curves, read_jsonl
         rows = read_jsonl(self.metrics_path) if os.path.exists(self.metrics_path) else []
         # A short run of a model that measures itself only now and then may have no curve yet.

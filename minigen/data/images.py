@@ -130,6 +130,7 @@ class Dataset:
 
     @property
     def image_shape(self) -> Tuple[int, int, int]:
+        """The shape of one example: (C, H, W) for images, (D,) for points."""
         return tuple(self.images.shape[1:])
 
     def __len__(self) -> int:
@@ -157,6 +158,7 @@ def _binarize_first(batch: tuple, rng: np.random.Generator) -> tuple:
 
 
 def default_cache_dir() -> Path:
+    """``~/.cache/minigen``: where datasets live when neither ``data_dir`` nor $MINIGEN_DATA is given."""
     return Path.home() / ".cache" / "minigen"
 
 

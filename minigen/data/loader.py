@@ -67,6 +67,7 @@ class DataLoader:
         self.epoch, self._batch = check_int("DataLoader: epoch", epoch, 0, DataError), 0
 
     def state_dict(self) -> dict:
+        """The position in the data stream, ``{'epoch', 'batch', 'seed'}``: all a checkpoint needs."""
         return {"epoch": self.epoch, "batch": self._batch, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:

@@ -50,6 +50,7 @@ class ToyDensity:
     description = ""
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` points (float32, shape (n, 2)) drawn with ``rng``; ``n`` must be an integer >= 0 (``DataError``)."""
         n = check_int(f"{self.name}.sample: n", n, 0, DataError)
         return self._sample(n, rng).astype(np.float32)
 
@@ -57,6 +58,7 @@ class ToyDensity:
         raise NotImplementedError
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
+        """The log-density (float64, shape (n,)) at the points ``x`` (n, 2)."""
         raise NotImplementedError
 
     @property
@@ -79,6 +81,7 @@ class GaussianMixture2D(ToyDensity):
         return self.mode_centers[k] + self.mode_std * rng.standard_normal((n, 2))
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
+        """The exact mixture log-density (float64, shape (n,)), by log-sum-exp over the modes."""
         x, s2 = _as_points(x), self.mode_std ** 2
         d2 = ((x[:, None, :] - self.mode_centers[None]) ** 2).sum(-1)  # (n, K)
         log_n = -d2 / (2 * s2) - math.log(2 * math.pi * s2)
@@ -86,12 +89,16 @@ class GaussianMixture2D(ToyDensity):
 
     @property
     def bounds(self) -> Bounds:
+        """The box around all centres, widened by 6 std."""
         lo = self.mode_centers.min(0) - 6 * self.mode_std
         hi = self.mode_centers.max(0) + 6 * self.mode_std
         return (lo[0], hi[0]), (lo[1], hi[1])
 
 
 class Ring8(GaussianMixture2D):
+    """``modes`` Gaussians evenly spaced on a circle of ``radius`` (default 8, radius 1, std 0.01;
+    PacGAN's 2D-ring)."""
+
     name, description = "ring8", "8 Gaussians on a circle (radius 1, std 0.01; PacGAN 2D-ring)"
 
     def __init__(self, radius: float = 1.0, std: float = 0.01, modes: int = 8) -> None:
@@ -100,6 +107,9 @@ class Ring8(GaussianMixture2D):
 
 
 class Grid25(GaussianMixture2D):
+    """``side`` x ``side`` Gaussians on a grid of step ``spacing`` centred at 0 (default 5x5 on {-4..4}^2,
+    std 0.05; PacGAN's 2D-grid)."""
+
     name, description = "grid25", "25 Gaussians on a 5x5 grid {-4..4}^2 (std 0.05; PacGAN 2D-grid)"
 
     def __init__(self, spacing: float = 2.0, std: float = 0.05, side: int = 5) -> None:
@@ -147,6 +157,8 @@ class NoisyCurve(ToyDensity):
         return np.concatenate(points), np.concatenate(logw)
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
+        """The log-density (float64, shape (n,)) by Gauss-Legendre quadrature over the curve parameter
+        (see the module docstring), in chunks of points that bound the memory used."""
         x, s2 = _as_points(x), self.noise ** 2
         centers, logw = self._nodes()
         out = np.empty(len(x))
@@ -158,12 +170,16 @@ class NoisyCurve(ToyDensity):
 
     @property
     def bounds(self) -> Bounds:
+        """The box around the curves' quadrature nodes, widened by 6 noise std."""
         pts = self._nodes()[0]
         lo, hi = pts.min(0) - 6 * self.noise, pts.max(0) + 6 * self.noise
         return (lo[0], hi[0]), (lo[1], hi[1])
 
 
 class Moons(NoisyCurve):
+    """Two interleaving half circles (scikit-learn's make_moons, t drawn uniformly) plus Gaussian
+    noise of std ``noise``."""
+
     name, description = "moons", "two interleaving half circles with Gaussian noise 0.1"
 
     def __init__(self, noise: float = 0.1) -> None:
@@ -173,6 +189,9 @@ class Moons(NoisyCurve):
 
 
 class Swissroll(NoisyCurve):
+    """FFJORD's 2-D swiss roll ``scale`` * t (cos t, sin t), t uniform on [1.5pi, 4.5pi], plus Gaussian
+    noise of std ``noise``."""
+
     name = "swissroll"
     description = "2-D swiss roll t(cos t, sin t)/5, t in [1.5pi, 4.5pi], noise 0.2"
 
@@ -183,6 +202,8 @@ class Swissroll(NoisyCurve):
 
 
 class Checkerboard(ToyDensity):
+    """Uniform on the 8 black squares (side 2) of a 4x4 board covering [-4, 4]^2, as in FFJORD."""
+
     name, description = "checkerboard", "uniform on the 8 black squares of a 4x4 board on [-4, 4]^2"
 
     def __init__(self) -> None:
@@ -194,6 +215,7 @@ class Checkerboard(ToyDensity):
         return self.corners[rng.integers(len(self.corners), size=n)] + 2 * rng.random((n, 2))
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
+        """log(1/32) on the black squares (edges included), -inf elsewhere; float64, shape (n,)."""
         x = _as_points(x)
         rel = x[:, None, :] - self.corners[None]  # closed squares: edges count as inside
         inside = ((rel >= 0) & (rel <= 2)).all(-1).any(-1)
@@ -201,6 +223,7 @@ class Checkerboard(ToyDensity):
 
     @property
     def bounds(self) -> Bounds:
+        """The board itself, ((-4, 4), (-4, 4))."""
         return (-4.0, 4.0), (-4.0, 4.0)
 
 

@@ -147,6 +147,7 @@ def registry() -> dict:
 
 
 def get_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of model ``name``; a ValueError listing the registry's names if it has none."""
     specs = registry()
     if name not in specs:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(specs)}")

@@ -62,6 +62,7 @@ class BernoulliPixels:
     params = 1
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        """``log p(x)`` of each pixel of ``x`` (B, C, H, W), from ``params`` (B, C, 1, H, W)."""
         logits = params[:, :, 0]
         return x * logits - ops.softplus(logits)
 
@@ -70,6 +71,7 @@ class BernoulliPixels:
         return (u[:, 0] < 1.0 / (1.0 + np.exp(-params[:, 0]))).astype(params.dtype)
 
     def mean(self, params: np.ndarray) -> np.ndarray:
+        r"""The probability of a 1, :math:`\sigma(\ell)`, per row of ``params`` (B, 1)."""
         return 1.0 / (1.0 + np.exp(-params[:, 0]))
 
 
@@ -79,15 +81,19 @@ class CategoricalPixels:
     params = LEVELS
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        """``log p(x)`` of each pixel of ``x`` (B, C, H, W): the log-softmax of ``params``
+        (B, C, 256, H, W) at its level round(255 x)."""
         return ops.log_softmax(params, dim=2).gather(2, _levels(x)[:, :, None])[:, :, 0]
 
     def sample(self, params: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """One grey value k/255 per row of ``params`` (B, 256), by the softmax's inverse CDF at ``u[:, 0]``."""
         p = np.exp(params - params.max(axis=1, keepdims=True))
         cdf = np.cumsum(p, axis=1)
         k = (cdf < u[:, :1] * cdf[:, -1:]).sum(axis=1)          # inverse CDF
         return (np.minimum(k, LEVELS - 1) / (LEVELS - 1)).astype(params.dtype)
 
     def mean(self, params: np.ndarray) -> np.ndarray:
+        """The expected grey value per row of ``params`` (B, 256): k/255 averaged under the softmax."""
         p = np.exp(params - params.max(axis=1, keepdims=True))
         return (p / p.sum(axis=1, keepdims=True)) @ (np.arange(LEVELS) / (LEVELS - 1))
 
@@ -122,6 +128,8 @@ class DiscretizedLogisticMixture:
         return params[:, :, :k], params[:, :, k:2 * k], params[:, :, 2 * k:].clamp(min=self.MIN_LOG_SCALE)
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        """``log P(k)`` above of each pixel of ``x`` (B, C, H, W) at its level k = round(255 x), from
+        ``params`` (B, C, 3K, H, W); log-scales are clamped below at ``MIN_LOG_SCALE``."""
         logit_pi, mu, log_s = self._split(params)
         inv_s = (-log_s).exp()
         half = 0.5 / (LEVELS - 1)
@@ -138,6 +146,8 @@ class DiscretizedLogisticMixture:
         return (ops.log_softmax(logit_pi, dim=2) + log_p).logsumexp(dim=2)
 
     def sample(self, params: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """One grey value per row of ``params`` (B, 3K): a component picked by ``u[:, 0]``, a logistic draw
+        from it by ``u[:, 1]``, rounded to the nearest of the 256 levels."""
         k = self.components
         logit_pi, mu = params[:, :k], params[:, k:2 * k]
         log_s = np.maximum(params[:, 2 * k:], self.MIN_LOG_SCALE)
@@ -151,6 +161,7 @@ class DiscretizedLogisticMixture:
         return (level / (LEVELS - 1)).astype(params.dtype)
 
     def mean(self, params: np.ndarray) -> np.ndarray:
+        r"""The mixture's mean :math:`\sum_j \pi_j\mu_j` per row of ``params`` (B, 3K), clipped to [0, 1]."""
         k = self.components
         pi = np.exp(params[:, :k] - params[:, :k].max(axis=1, keepdims=True))
         return np.clip((pi / pi.sum(axis=1, keepdims=True) * params[:, k:2 * k]).sum(axis=1), 0, 1)
@@ -408,6 +419,8 @@ def add_pixel_network_arguments(parser, channels: int, depth: str, depth_default
 
 
 def add_likelihood_arguments(parser) -> None:
+    """The ``--likelihood`` and ``--components`` options of the pixel models (``auto``: Bernoulli for
+    binary data, a 256-way softmax for grey levels)."""
     parser.add_argument("--likelihood", choices=("auto",) + LIKELIHOODS, default="auto",
                         help="each pixel's conditional: auto = bernoulli for binary data, categorical "
                              "(256-way softmax) for grey levels; logistic-mixture = PixelCNN++ (Eq. AR-6)")
@@ -419,35 +432,46 @@ def add_fvsbn_arguments(parser) -> None:
 
 
 def build_fvsbn(cfg: dict, image_shape) -> FVSBN:
+    """The :class:`FVSBN` ``minigen train fvsbn`` trains, for the data's image shape."""
     return FVSBN(image_shape)
 
 
 def add_nade_arguments(parser) -> None:
+    """The options of ``minigen train nade``: ``--hidden``, the hidden units all conditionals share."""
     parser.add_argument("--hidden", type=int, default=500, help="hidden units shared by the conditionals "
                                                                  "(default: 500, as Larochelle & Murray)")
 
 
 def build_nade(cfg: dict, image_shape) -> NADE:
+    """The :class:`NADE` ``minigen train nade`` trains, from a run's config and the data's image shape."""
     return NADE(image_shape, cfg["hidden"])
 
 
 def add_pixelcnn_arguments(parser) -> None:
+    """The options of ``minigen train pixelcnn``: the pixel-network options, with ``--blocks`` of mask-B
+    convolutions."""
     add_pixel_network_arguments(parser, 64, "blocks", 7, "residual blocks of mask-B convolutions")
 
 
 def build_pixelcnn(cfg: dict, image_shape):
+    """The :class:`~.pixelcnn.PixelCNN` ``minigen train pixelcnn`` trains, from a run's config and the data's
+    image shape."""
     from .pixelcnn import PixelCNN
     return PixelCNN(image_shape, cfg["channels"], cfg["blocks"], cfg["kernel"], cfg["first_kernel"],
                     cfg["head_channels"], _likelihood_for(cfg), cfg["components"])
 
 
 def add_gated_pixelcnn_arguments(parser) -> None:
+    """The options of ``minigen train gated_pixelcnn``: the pixel-network options, with ``--layers`` of gated
+    layers, and ``--conditional``."""
     add_pixel_network_arguments(parser, 32, "layers", 8, "gated layers")
     parser.add_argument("--conditional", action="store_true",
                         help="class-conditional: a label embedding biases every gate (needs labelled data)")
 
 
 def build_gated_pixelcnn(cfg: dict, image_shape):
+    """The :class:`~.pixelcnn.GatedPixelCNN` ``minigen train gated_pixelcnn`` trains, from a run's config and the
+    data's image shape; ``--conditional`` conditions it on 10 classes."""
     from .pixelcnn import GatedPixelCNN
     return GatedPixelCNN(image_shape, cfg["channels"], cfg["layers"], cfg["kernel"], cfg["first_kernel"],
                          cfg["head_channels"], _likelihood_for(cfg), cfg["components"],
@@ -455,10 +479,13 @@ def build_gated_pixelcnn(cfg: dict, image_shape):
 
 
 def add_pixelrnn_arguments(parser) -> None:
+    """The options of ``minigen train pixelrnn``: the pixel-network options, with ``--layers`` of Row LSTM layers."""
     add_pixel_network_arguments(parser, 32, "layers", 2, "Row LSTM layers")
 
 
 def build_pixelrnn(cfg: dict, image_shape):
+    """The :class:`~.pixelrnn.PixelRNN` ``minigen train pixelrnn`` trains, from a run's config and the data's
+    image shape."""
     from .pixelrnn import PixelRNN
     return PixelRNN(image_shape, cfg["channels"], cfg["layers"], cfg["kernel"], cfg["first_kernel"],
                     cfg["head_channels"], _likelihood_for(cfg), cfg["components"])

@@ -55,6 +55,8 @@ class DigitClassifier(nn.Module):
         return self.head(self.body(x))
 
     def loss(self, batch):
+        """Cross-entropy of an ``(images, labels)`` batch and the metrics the trainer logs (loss, accuracy);
+        a ValueError for a batch without labels."""
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError("DigitClassifier: training needs (images, labels) batches: data with labels")
         x, y = ops.tensor(batch[0]), ops.tensor(batch[1], dtype="int64")
@@ -84,11 +86,14 @@ class DigitClassifier(nn.Module):
 
 
 def add_classifier_arguments(parser) -> None:
+    """The options of ``minigen train classifier``: ``--width`` of the first stage and ``--features``."""
     parser.add_argument("--width", type=int, default=32, help="channels of the first stage (default: 32)")
     parser.add_argument("--features", type=int, default=128, help="units of the feature layer (default: 128)")
 
 
 def build_classifier(cfg: dict, image_shape) -> DigitClassifier:
+    """The :class:`DigitClassifier` ``minigen train classifier`` trains, from a run's config and the data's
+    image shape; a ValueError for data that are not images or have no labels."""
     if len(image_shape) != 3:
         raise ValueError(f"classifier: needs images (C, H, W), got data of shape {tuple(image_shape)}")
     if not cfg.get("num_classes"):
@@ -97,6 +102,7 @@ def build_classifier(cfg: dict, image_shape) -> DigitClassifier:
 
 
 def evaluate_classifier(model: DigitClassifier, train, test, args, progress: bool = False) -> dict:
+    """The accuracy of the classifier's predictions on the test images, and their number."""
     pred, _ = model.predict(test.images)
     return {"test_accuracy": float((pred == test.labels).mean()), "test_examples": int(len(pred))}
 
@@ -115,6 +121,8 @@ def load_classifier(run_dir: str) -> DigitClassifier:
 
 
 def add_sample_scoring_arguments(parser) -> None:
+    """The ``minigen eval`` options of the models whose samples the digit classifier scores: the judging
+    ``--classifier`` run and the number of ``--samples``."""
     parser.add_argument("--classifier", metavar="RUN",
                         help="the `minigen train classifier` run that scores samples (default: runs/<data>-classifier)")
     parser.add_argument("--samples", type=int, default=10000,

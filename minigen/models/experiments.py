@@ -37,6 +37,7 @@ EXPERIMENTS = {"hopfield": _hopfield, "bm": _bm, "planar": _planar, "gan-modes":
 
 
 def add_experiment_arguments(parser) -> None:
+    """The options of ``minigen eval hopfield | bm | planar | gan-modes``, and ``--out``."""
     from .energy.experiments import add_experiment_arguments as add_energy_arguments
     add_energy_arguments(parser)
     parser.add_argument("--flow-lengths", default="2,8,32", help="planar: numbers of planar flows K to fit")
@@ -47,6 +48,8 @@ def add_experiment_arguments(parser) -> None:
 
 
 def run_experiment(name: str, args) -> dict:
+    """Run experiment ``name`` (a key of :data:`EXPERIMENTS`) into ``--out`` (default ``runs/<name>``, created
+    if missing); returns its results."""
     out = args.out or os.path.join("runs", name)
     os.makedirs(out, exist_ok=True)
     return EXPERIMENTS[name](args, out)

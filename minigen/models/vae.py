@@ -265,6 +265,8 @@ class VAE(LatentVariableModel):
         return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
     def log_weights(self, x: Tensor, k: int) -> Tensor:
+        r"""``(k, B)`` log importance weights :math:`\log p_\theta(x\mid z_i) + \log p(z_i) - \log q_\phi(z_i\mid x)`,
+        k reparameterized :math:`z_i \sim q_\phi(z\mid x)` per example."""
         q = self.posterior(x)
         z = q.rsample((k,))                                   # (k, B, latent)
         b = x.shape[0]
@@ -368,11 +370,14 @@ class HierarchicalVAE(LatentVariableModel):
                 "log q(z2|z1)": total(q2.log_prob(z2))}
 
     def log_weights(self, x: Tensor, k: int) -> Tensor:
+        r"""``(k, B)`` log importance weights :math:`\log p(x, z_1, z_2) - \log q(z_1, z_2\mid x)`,
+        from :meth:`log_factors`."""
         f = self.log_factors(x, k)
         return (f["log p(z2)"] + f["log p(z1|z2)"] + f["log p(x|z1)"]
                 - f["log q(z1|x)"] - f["log q(z2|z1)"])
 
     def elbo(self, x: Tensor) -> dict:
+        r"""The one-sample bound above per example, with its reconstruction term :math:`\log p_\theta(x\mid z_1)`."""
         f = {name: v[0] for name, v in self.log_factors(x, 1).items()}
         elbo = f["log p(z2)"] + f["log p(z1|z2)"] + f["log p(x|z1)"] - f["log q(z1|x)"] - f["log q(z2|z1)"]
         return {"elbo": elbo, "reconstruction": f["log p(x|z1)"]}
@@ -492,6 +497,8 @@ def _mvn_log_prob(x, mean, cov):
 # --------------------------------------------------------------------------- command-line recipes
 
 def add_vae_arguments(parser) -> None:
+    """The options of ``minigen train vae``: the networks, the latent size, the decoder's likelihood and k
+    (IWAE for k > 1)."""
     parser.add_argument("--arch", choices=["mlp", "conv"], default="mlp",
                         help="encoder/decoder networks (default: mlp, Burda et al.'s 200-200 tanh)")
     parser.add_argument("--latent", type=int, default=50, help="latent dimensions (default: 50)")
@@ -503,6 +510,8 @@ def add_vae_arguments(parser) -> None:
 
 
 def build_vae(cfg: dict, image_shape) -> VAE:
+    """The :class:`VAE` ``minigen train vae`` trains, from a run's config and the data's image shape: MLP or
+    convolutional encoder and decoder."""
     m = VAE.params_per_pixel(cfg["likelihood"])
     if cfg["arch"] == "mlp":
         hidden = parse_sizes(cfg["hidden"])
@@ -514,6 +523,8 @@ def build_vae(cfg: dict, image_shape) -> VAE:
 
 
 def add_hvae_arguments(parser) -> None:
+    """The options of ``minigen train hvae``: the sizes of z₁ and z₂, the hidden layers of both networks
+    and k."""
     parser.add_argument("--latents", default="100,50", help="sizes of z1,z2 (default: 100,50)")
     parser.add_argument("--hidden", default="200,200", help="hidden sizes of the x<->z1 networks (default: 200,200)")
     parser.add_argument("--hidden2", default="100,100", help="hidden sizes of the z1<->z2 networks (default: 100,100)")
@@ -521,6 +532,7 @@ def add_hvae_arguments(parser) -> None:
 
 
 def build_hvae(cfg: dict, image_shape) -> HierarchicalVAE:
+    """The :class:`HierarchicalVAE` ``minigen train hvae`` trains, from a run's config and the data's image shape."""
     return HierarchicalVAE(image_shape, parse_sizes(cfg["latents"]), (parse_sizes(cfg["hidden"]), parse_sizes(cfg["hidden2"])),
                            k=cfg["k"])
 
@@ -552,6 +564,8 @@ def vae_figures(model, run_dir: str, images: np.ndarray) -> list:
 
 
 def add_vae_eval_arguments(parser) -> None:
+    """The ``minigen eval`` options of ``vae`` and ``hvae`` runs: importance samples k for the test
+    log-likelihood, how many are drawn at once, and ``--no-probe``."""
     parser.add_argument("--k", type=int, default=5000,
                         help="importance samples for the test log-likelihood (default: 5000, as Burda et al.)")
     parser.add_argument("--chunk", type=int, default=500, help="importance samples drawn at once (memory)")

@@ -100,6 +100,8 @@ class Sigmoid(_Activation):
 
 
 class Tanh(_Activation):
+    """:math:`\\tanh(x) = (e^x - e^{-x}) / (e^x + e^{-x})`."""
+
     def _fn(self, x):
         return ops.tanh(x)
 

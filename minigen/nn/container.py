@@ -148,21 +148,27 @@ class ModuleDict(Module):
         return key in self._modules
 
     def keys(self):
+        """The keys, in insertion order."""
         return self._modules.keys()
 
     def values(self):
+        """The modules, in insertion order."""
         return self._modules.values()
 
     def items(self):
+        """``(key, module)`` pairs, in insertion order."""
         return self._modules.items()
 
     def pop(self, key: str):
+        """Remove the module under ``key`` and return it (``KeyError`` if there is none)."""
         return self._modules.pop(key)
 
     def clear(self) -> None:
+        """Remove every module."""
         self._modules.clear()
 
     def update(self, modules) -> None:
+        """Add or replace modules from a mapping or an iterable of ``(key, module)`` pairs, in order."""
         items = modules.items() if hasattr(modules, "items") else modules
         for key, module in items:
             self[key] = module

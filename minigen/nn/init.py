@@ -116,16 +116,19 @@ def normal_(tensor, mean: float = 0.0, std: float = 1.0):
 
 
 def constant_(tensor, val: float):
+    """Fill with the constant ``val``."""
     _check("constant_", tensor)
     tensor.data[...] = val
     return tensor
 
 
 def zeros_(tensor):
+    """Fill with zeros."""
     return constant_(tensor, 0.0)
 
 
 def ones_(tensor):
+    """Fill with ones."""
     return constant_(tensor, 1.0)
 
 

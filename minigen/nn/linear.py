@@ -48,6 +48,8 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-draw ``weight`` and ``bias`` from PyTorch's default :math:`U(-k, k)`,
+        :math:`k = 1/\\sqrt{\\text{in\\_features}}`."""
         init.default_layer_init_(self.weight, self.bias)
 
     def forward(self, input):  # noqa: A002

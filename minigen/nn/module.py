@@ -68,6 +68,7 @@ class RemovableHandle:
         RemovableHandle._next_id += 1
 
     def remove(self):
+        """Unregister the hook; removing it again does nothing."""
         self._hooks.pop(self.id, None)
 
 
@@ -250,10 +251,12 @@ class Module:
             yield from module.named_modules(memo, sub, remove_duplicate)
 
     def modules(self):
+        """Yield this module and every descendant, pre-order, each once."""
         for _, module in self.named_modules():
             yield module
 
     def named_children(self):
+        """Yield ``(name, child)`` for each direct child, skipping ``None`` and repeats."""
         seen = set()
         for name, module in self._modules.items():
             if module is not None and id(module) not in seen:
@@ -261,6 +264,7 @@ class Module:
                 yield name, module
 
     def children(self):
+        """Yield each direct child module once (``None`` entries skipped)."""
         for _, module in self.named_children():
             yield module
 
@@ -281,14 +285,17 @@ class Module:
         yield from self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse: bool = True):
+        """Yield every parameter (only this module's own unless ``recurse``), each once."""
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
     def named_buffers(self, prefix: str = "", recurse: bool = True,
                       remove_duplicate: bool = True):
+        """Yield ``(dotted_name, buffer)``, persistent or not; a shared buffer is listed once."""
         yield from self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse: bool = True):
+        """Yield every buffer (only this module's own unless ``recurse``), each once."""
         for _, buf in self.named_buffers(recurse=recurse):
             yield buf
 
@@ -326,14 +333,17 @@ class Module:
         return self
 
     def eval(self) -> "Module":
+        """Set evaluation mode here and in every descendant: ``train(False)``. Returns self."""
         return self.train(False)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Module":
+        """Set ``requires_grad`` of every parameter, in place (``False`` freezes the module). Returns self."""
         for p in self.parameters():
             p.requires_grad_(requires_grad)
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset every parameter's gradient: to ``None``, or to zeros with ``set_to_none=False``."""
         autograd.zero_grad(self.parameters(), set_to_none)
 
     # ------------------------------------------------------------------ devices and dtypes
@@ -378,15 +388,19 @@ class Module:
         return self._apply_to_arrays(convert)
 
     def cpu(self) -> "Module":
+        """Move parameters, gradients and buffers to the CPU, in place. Returns self."""
         return self.to("cpu")
 
     def cuda(self) -> "Module":
+        """Move parameters, gradients and buffers to the GPU, in place (``RuntimeError`` without CuPy)."""
         return self.to("cuda")
 
     def float(self) -> "Module":
+        """Cast floating-point parameters and buffers to float32, in place. Returns self."""
         return self.to(dtype=np.float32)
 
     def double(self) -> "Module":
+        """Cast floating-point parameters and buffers to float64, in place. Returns self."""
         return self.to(dtype=np.float64)
 
     # ------------------------------------------------------------------ state

@@ -160,6 +160,7 @@ class GroupNorm(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Reset the affine map to the identity: ``weight`` to 1, ``bias`` to 0 (those present)."""
         _reset_affine(self)
 
     def forward(self, input):  # noqa: A002
@@ -190,6 +191,7 @@ class LayerNorm(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Reset the affine map to the identity: ``weight`` to 1, ``bias`` to 0 (those present)."""
         _reset_affine(self)
 
     def forward(self, input):  # noqa: A002

@@ -74,6 +74,7 @@ class LSTMCell(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-draw every weight and bias from :math:`U(-1/\\sqrt H, 1/\\sqrt H)`, H = ``hidden_size``."""
         stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
         for weight in self.parameters():
             init.uniform_(weight, -stdv, stdv)
@@ -144,6 +145,7 @@ class LSTM(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-draw every weight and bias from :math:`U(-1/\\sqrt H, 1/\\sqrt H)`, H = ``hidden_size``."""
         stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
         for weight in self.parameters():
             init.uniform_(weight, -stdv, stdv)

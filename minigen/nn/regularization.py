@@ -52,6 +52,7 @@ class Embedding(Module):
             self.weight = Parameter(_weight, requires_grad=not _freeze)
 
     def reset_parameters(self) -> None:
+        """Re-draw ``weight`` from :math:`N(0, 1)` and zero the row ``padding_idx``, if any."""
         init.normal_(self.weight)
         if self.padding_idx is not None:
             with no_grad():

@@ -161,30 +161,37 @@ class LogSoftmax(Function):
 
 # --------------------------------------------------------------------------- public API
 def relu(x):
+    """max(x, 0), element-wise."""
     return ReLU.apply(x)
 
 
 def leaky_relu(x, negative_slope=0.01):
+    """``x`` where x > 0, else ``negative_slope * x``."""
     return LeakyReLU.apply(x, float(negative_slope))
 
 
 def elu(x, alpha=1.0):
+    """ELU: ``x`` where x > 0, else ``alpha * (e^x - 1)``."""
     return ELU.apply(x, float(alpha))
 
 
 def sigmoid(x):
+    """The logistic function 1/(1+e^{-x}), computed stably (no overflow for large ``|x|``)."""
     return Sigmoid.apply(x)
 
 
 def tanh(x):
+    """Hyperbolic tangent, element-wise."""
     return Tanh.apply(x)
 
 
 def softplus(x, beta=1.0):
+    """log(1 + e^{beta x}) / beta, a smooth ReLU (computed stably)."""
     return Softplus.apply(x, float(beta))
 
 
 def erf(x):
+    """The Gauss error function, element-wise."""
     return Erf.apply(x)
 
 
@@ -204,10 +211,14 @@ def silu(x):
 
 
 def softmax(x, dim=-1, *, axis=None):
+    """Softmax along ``dim`` (default the last; ``axis=`` also accepted), with the maximum subtracted first so
+    large inputs do not overflow."""
     d = normalize_dim("softmax", dim if axis is None else axis, x.ndim)
     return Softmax.apply(x, d)
 
 
 def log_softmax(x, dim=-1, *, axis=None):
+    """log(softmax(x)) along ``dim`` (default the last; ``axis=`` also accepted), computed stably as
+    x - logsumexp(x)."""
     d = normalize_dim("log_softmax", dim if axis is None else axis, x.ndim)
     return LogSoftmax.apply(x, d)

@@ -18,6 +18,12 @@ from ._util import check_tensor
 
 
 class ScaledDotProductAttention(Function):
+    """O = softmax(S) V with S = QK^T * scale + M (M: -inf where masked or causal, or an additive mask).
+
+    One fused kernel each way on ``(B, H, T, d)`` inputs. The backward rebuilds P = softmax(S) from the saved
+    row-wise log-sum-exp: dV = P^T G, dS = P * (G V^T - rowsum(G * O)), dQ = dS K * scale, dK = dS^T Q * scale.
+    """
+
     @staticmethod
     def forward(ctx, q, k, v, mask, causal, scale):
         device = backend.device_of(q)

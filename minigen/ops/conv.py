@@ -192,6 +192,10 @@ def _max_pool_scatter(g, best, shape, kernel, stride, padding):
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0):  # noqa: A002
+    """Max over each ``kernel_size`` window of an ``(N, C, H, W)`` input (PyTorch's ``max_pool2d``).
+
+    ``stride`` defaults to the kernel size; ``padding`` (at most half the kernel) pads with -inf.
+    """
     name = "max_pool2d"
     check_tensor(name, "input", input, ndim=4)
     kernel = pair(name, kernel_size, "kernel_size")

@@ -48,6 +48,7 @@ def as_tensor(data, dtype=None, device=None) -> Tensor:
 
 
 def from_numpy(array) -> Tensor:
+    """A tensor sharing ``array``'s memory and dtype (``torch.from_numpy``)."""
     return Tensor(array)
 
 
@@ -57,40 +58,52 @@ def _filled(fill, size, dtype, device, requires_grad):
 
 
 def zeros(*size, dtype=None, device="cpu", requires_grad=False):
+    """Zeros of the given size (``zeros(2, 3)`` or ``zeros((2, 3))``); float32 unless ``dtype`` is given."""
     return _filled(lambda xp, s, d: xp.zeros(s, d), size, dtype, device, requires_grad)
 
 
 def ones(*size, dtype=None, device="cpu", requires_grad=False):
+    """Ones of the given size (``ones(2, 3)`` or ``ones((2, 3))``); float32 unless ``dtype`` is given."""
     return _filled(lambda xp, s, d: xp.ones(s, d), size, dtype, device, requires_grad)
 
 
 def empty(*size, dtype=None, device="cpu", requires_grad=False):
+    """Same as :func:`zeros`: minigen never hands out uninitialised memory."""
     return zeros(*size, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def full(size, fill_value, dtype=None, device="cpu", requires_grad=False):
+    """A tensor of shape ``size`` (an int or a tuple) filled with ``fill_value``; float32 unless ``dtype`` is given."""
     return _filled(lambda xp, s, d: xp.full(s, fill_value, d), (size,), dtype, device,
                    requires_grad)
 
 
 def zeros_like(x, dtype=None, requires_grad=False):
+    """Zeros with ``x``'s shape, device and (unless ``dtype`` is given) dtype."""
     return zeros(x.shape, dtype=dtype or x.dtype, device=x.device, requires_grad=requires_grad)
 
 
 def ones_like(x, dtype=None, requires_grad=False):
+    """Ones with ``x``'s shape, device and (unless ``dtype`` is given) dtype."""
     return ones(x.shape, dtype=dtype or x.dtype, device=x.device, requires_grad=requires_grad)
 
 
 def full_like(x, fill_value, dtype=None, requires_grad=False):
+    """``fill_value`` everywhere, with ``x``'s shape, device and (unless ``dtype`` is given) dtype."""
     return full(x.shape, fill_value, dtype=dtype or x.dtype, device=x.device,
                 requires_grad=requires_grad)
 
 
 def empty_like(x, dtype=None, requires_grad=False):
+    """Same as :func:`zeros_like`."""
     return zeros_like(x, dtype, requires_grad)
 
 
 def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=False):
+    """Values from ``start`` up to ``end`` (excluded) in steps of ``step``; ``arange(n)`` counts from 0.
+
+    The dtype is int64 when all three are ints, float32 otherwise, unless ``dtype`` is given.
+    """
     if end is None:
         start, end = 0, start
     values = [start, end, step]
@@ -100,11 +113,13 @@ def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=Fals
 
 
 def linspace(start, end, steps, dtype=None, device="cpu", requires_grad=False):
+    """``steps`` evenly spaced values from ``start`` to ``end``, both included; float32 by default."""
     return _new(backend.xp_for(device).linspace(start, end, steps,
                                                 dtype=dtype or DEFAULT_DTYPE), requires_grad)
 
 
 def eye(n, m=None, dtype=None, device="cpu", requires_grad=False):
+    """An ``n x m`` matrix (``n x n`` without ``m``) with ones on the diagonal; float32 by default."""
     return _new(backend.xp_for(device).eye(n, m, dtype=dtype or DEFAULT_DTYPE), requires_grad)
 
 
@@ -141,18 +156,22 @@ def randint(low, high=None, size=(), dtype=np.int64, device="cpu"):
 
 
 def randn_like(x, dtype=None):
+    """Standard normal samples with ``x``'s shape, device and (unless ``dtype`` is given) dtype."""
     return randn(x.shape, dtype=dtype or x.dtype, device=x.device)
 
 
 def rand_like(x, dtype=None):
+    """Uniform samples on [0, 1) with ``x``'s shape, device and (unless ``dtype`` is given) dtype."""
     return rand(x.shape, dtype=dtype or x.dtype, device=x.device)
 
 
 def randint_like(x, low, high=None):
+    """int64 integers uniform on [low, high) with ``x``'s shape and device (or on [0, high) with one bound)."""
     return randint(low, high, x.shape, device=x.device)
 
 
 def randperm(n, device="cpu"):
+    """A random permutation of 0, ..., n-1 as an int64 tensor, from the seeded generator of ``device``."""
     return Tensor._wrap(generator(backend.check_device(device)).permutation(n).astype(np.int64))
 
 

@@ -159,6 +159,8 @@ class Maximum(Function):
 
 
 class Neg(Function):
+    """d(-x)/dx = -1."""
+
     @staticmethod
     def forward(ctx, a):
         return -a
@@ -305,6 +307,8 @@ class ToDevice(Function):
 
 
 class Clone(Function):
+    """A copy with its own memory; d copy(x)/dx = 1, so the gradient passes through unchanged."""
+
     @staticmethod
     def forward(ctx, a):
         return a.copy()
@@ -346,42 +350,52 @@ def minimum(a, b):
 
 
 def neg(x):
+    """Element-wise negation ``-x``."""
     return Neg.apply(x)
 
 
 def exp(x):
+    """Element-wise exponential e^x."""
     return Exp.apply(x)
 
 
 def log(x):
+    """Element-wise natural logarithm."""
     return Log.apply(x)
 
 
 def sin(x):
+    """Element-wise sine."""
     return Sin.apply(x)
 
 
 def cos(x):
+    """Element-wise cosine."""
     return Cos.apply(x)
 
 
 def sqrt(x):
+    """Element-wise square root."""
     return Sqrt.apply(x)
 
 
 def abs(x):  # noqa: A001 - PyTorch's name
+    """Element-wise absolute value (its gradient at 0 is 0, as in PyTorch)."""
     return Abs.apply(x)
 
 
 def square(x):
+    """Element-wise ``x * x``."""
     return mul(x, x)
 
 
 def rsqrt(x):
+    """Element-wise ``1 / sqrt(x)``."""
     return div(1.0, sqrt(x))
 
 
 def reciprocal(x):
+    """Element-wise ``1 / x``."""
     return div(1.0, x)
 
 
@@ -410,14 +424,17 @@ def where(condition, a, b):
 
 
 def cast(x, dtype):
+    """``x`` converted to ``dtype``; the gradient is cast back to ``x``'s dtype (see :meth:`Tensor.to`)."""
     return Cast.apply(x, dtype)
 
 
 def to_device(x, device):
+    """A copy of ``x`` on ``device``; the gradient is copied back to ``x``'s device."""
     return ToDevice.apply(x, device)
 
 
 def clone(x):
+    """A copy with its own memory that stays in the graph (gradients flow back to the original)."""
     return Clone.apply(x)
 
 
@@ -435,25 +452,31 @@ def compare(name, a, b):
 
 
 def logical_not(x):
+    """Element-wise logical not (``~x``) as a boolean tensor; no gradient."""
     return Tensor._wrap(x.xp.logical_not(x.data))
 
 
 def isnan(x):
+    """A boolean tensor, True where ``x`` is NaN."""
     return Tensor._wrap(x.xp.isnan(x.data))
 
 
 def isinf(x):
+    """A boolean tensor, True where ``x`` is +inf or -inf."""
     return Tensor._wrap(x.xp.isinf(x.data))
 
 
 def isfinite(x):
+    """A boolean tensor, True where ``x`` is neither NaN nor infinite."""
     return Tensor._wrap(x.xp.isfinite(x.data))
 
 
 def eq(a, b):
+    """Element-wise ``a == b`` as a boolean tensor; no gradient."""
     return compare("equal", a, b)
 
 
 def allclose(a, b, rtol=1e-5, atol=1e-8):
+    """Whether ``|a - b| <= atol + rtol * |b|`` everywhere (NumPy's ``allclose``), as a Python bool."""
     xp = a.xp
     return bool(xp.allclose(a.data, b.data if isinstance(b, Tensor) else b, rtol=rtol, atol=atol))

@@ -89,12 +89,14 @@ def linear(input, weight, bias=None):  # noqa: A002 - PyTorch's name
 
 
 def bmm(a, b):
+    """Batched matrix product of 3-d tensors, ``(B, n, m) @ (B, m, p) -> (B, n, p)`` (``torch.bmm``)."""
     check_tensor("bmm", "input", a, ndim=3)
     check_tensor("bmm", "mat2", b, ndim=3)
     return matmul(a, b)
 
 
 def outer(a, b):
+    """Outer product ``out[i, j] = a[i] * b[j]`` (``torch.outer``; the inputs are flattened first)."""
     return a.reshape(-1, 1) * b.reshape(1, -1)
 
 

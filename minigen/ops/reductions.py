@@ -76,6 +76,10 @@ def _check_nonempty(name, x, axes):
 
 
 def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):  # noqa: A001
+    """Sum over ``dim`` (an int or a tuple; all dims by default).
+
+    Booleans are summed as int64 (counting the True entries); ``dtype`` casts the result.
+    """
     axes, keepdim = reduction_dims("sum", x.ndim, dim, keepdim, axis, keepdims)
     if x.dtype.kind == "b":
         x = x.long()
@@ -84,6 +88,7 @@ def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):  #
 
 
 def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """Mean over ``dim`` (an int or a tuple; all dims by default); raises ``TypeError`` for a non-floating tensor."""
     axes, keepdim = reduction_dims("mean", x.ndim, dim, keepdim, axis, keepdims)
     if x.dtype.kind != "f":
         raise TypeError(f"mean: expected a floating-point tensor, got dtype {x.dtype}")
@@ -104,6 +109,7 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None, keepdims=None):
+    """Standard deviation: the square root of :func:`var`, with the same arguments (``correction`` defaults to 1)."""
     return var(x, dim, unbiased, keepdim, correction=correction, axis=axis,
                keepdims=keepdims).sqrt()
 
@@ -138,6 +144,8 @@ def max(x, dim=None, keepdim=False, *, axis=None, keepdims=None):  # noqa: A001
 
 
 def min(x, dim=None, keepdim=False, *, axis=None, keepdims=None):  # noqa: A001
+    """min over all elements, or ``(values, indices)`` along ``dim`` like PyTorch; ``min(a, b)`` with a tensor ``b``
+    is the element-wise :func:`minimum`."""
     if isinstance(dim, Tensor):
         from .elementwise import minimum
 
@@ -146,11 +154,15 @@ def min(x, dim=None, keepdim=False, *, axis=None, keepdims=None):  # noqa: A001
 
 
 def amax(x, dim=None, keepdim=False):
+    """Maximum over ``dim`` (an int or a tuple; all dims by default), values only (``torch.amax``); ties share
+    the gradient evenly."""
     axes, keepdim = reduction_dims("amax", x.ndim, dim, keepdim)
     return Max.apply(x, axes, keepdim)
 
 
 def amin(x, dim=None, keepdim=False):
+    """Minimum over ``dim`` (an int or a tuple; all dims by default), values only (``torch.amin``); ties share
+    the gradient evenly."""
     axes, keepdim = reduction_dims("amin", x.ndim, dim, keepdim)
     return -Max.apply(-x, axes, keepdim)
 
@@ -192,6 +204,8 @@ def cumsum(x, dim):
 
 
 def argmax(x, dim=None, keepdim=False):
+    """Indices of the maxima along ``dim`` (the first one on ties), or the index into the flattened tensor
+    (a 0-d tensor) when ``dim`` is None; no gradient."""
     if dim is None:
         return Tensor._wrap(x.xp.asarray(x.xp.argmax(x.data)))
     idx = x.xp.argmax(x.data, axis=dim)
@@ -199,12 +213,15 @@ def argmax(x, dim=None, keepdim=False):
 
 
 def argmin(x, dim=None, keepdim=False):
+    """Indices of the minima along ``dim``, or into the flattened tensor; see :func:`argmax`."""
     return argmax(-x, dim, keepdim)
 
 
 def all(x):  # noqa: A001
+    """Whether every element is true (non-zero), as a Python bool."""
     return bool(x.xp.all(x.data))
 
 
 def any(x):  # noqa: A001
+    """Whether any element is true (non-zero), as a Python bool."""
     return bool(x.xp.any(x.data))

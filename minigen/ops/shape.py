@@ -19,6 +19,8 @@ from ._util import normalize_dim, sum_to_shape
 
 # --------------------------------------------------------------------------- views
 class Reshape(Function):
+    """Same values in a new shape; the gradient is reshaped back to the input's shape."""
+
     @staticmethod
     def forward(ctx, a, shape):
         return a.reshape(shape)
@@ -29,6 +31,8 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    """Axis reordering; the gradient is permuted back with the inverse permutation."""
+
     @staticmethod
     def forward(ctx, a, axes):
         ctx.axes = axes
@@ -69,6 +73,10 @@ def _resolve_shape(name, numel, shape):
 
 
 def reshape(x, *shape):
+    """The same values in a new shape, given as ints or one tuple; one size may be -1 (inferred).
+
+    Returns ``x`` itself when the shape does not change; raises ``ValueError`` when the sizes do not fit.
+    """
     shape = _resolve_shape("reshape", x.numel(), shape)
     if shape == x.shape:
         return x
@@ -76,10 +84,13 @@ def reshape(x, *shape):
 
 
 def view(x, *shape):
+    """Same as :func:`reshape` (PyTorch's ``view``, without its contiguity requirement)."""
     return reshape(x, *shape)
 
 
 def permute(x, *dims):
+    """Reorder the dims, given as ints or one sequence (``torch.permute``); raises ``ValueError`` unless they are
+    a permutation of all dims."""
     if len(dims) == 1 and not isinstance(dims[0], numbers.Integral):
         dims = tuple(dims[0])
     axes = tuple(normalize_dim("permute", d, x.ndim) for d in dims)
@@ -89,6 +100,7 @@ def permute(x, *dims):
 
 
 def transpose(x, dim0, dim1):
+    """Swap dims ``dim0`` and ``dim1`` (``torch.transpose``)."""
     axes = list(range(x.ndim))
     d0, d1 = normalize_dim("transpose", dim0, x.ndim), normalize_dim("transpose", dim1, x.ndim)
     axes[d0], axes[d1] = axes[d1], axes[d0]
@@ -96,10 +108,12 @@ def transpose(x, dim0, dim1):
 
 
 def swapaxes(x, axis0, axis1):
+    """Swap two dims (NumPy's name for :func:`transpose`)."""
     return transpose(x, axis0, axis1)
 
 
 def movedim(x, source, destination):
+    """Move dim ``source`` to position ``destination``, keeping the other dims in order (``torch.movedim``)."""
     axes = list(range(x.ndim))
     s = normalize_dim("movedim", source, x.ndim)
     d = normalize_dim("movedim", destination, x.ndim)
@@ -109,6 +123,7 @@ def movedim(x, source, destination):
 
 
 def flatten(x, start_dim=0, end_dim=-1):
+    """Merge dims ``start_dim`` to ``end_dim`` into one (``torch.flatten``); a 0-d tensor becomes 1-d."""
     if x.ndim == 0:
         return x.reshape(1)
     s = normalize_dim("flatten", start_dim, x.ndim)
@@ -117,11 +132,14 @@ def flatten(x, start_dim=0, end_dim=-1):
 
 
 def unflatten(x, dim, sizes):
+    """Split dim ``dim`` into dims of the given ``sizes`` (``torch.unflatten``)."""
     d = normalize_dim("unflatten", dim, x.ndim)
     return x.reshape(*x.shape[:d], *sizes, *x.shape[d + 1:])
 
 
 def squeeze(x, dim=None):
+    """Remove size-1 dims: all of them, or those among ``dim`` (an int or a tuple); listed dims of other sizes
+    are kept, as in PyTorch."""
     if dim is None:
         return x.reshape(*[n for n in x.shape if n != 1])
     dims = (dim,) if isinstance(dim, numbers.Integral) else tuple(dim)
@@ -130,11 +148,16 @@ def squeeze(x, dim=None):
 
 
 def unsqueeze(x, dim):
+    """Insert a size-1 dim at position ``dim`` (from ``-ndim-1`` to ``ndim``)."""
     d = normalize_dim("unsqueeze", dim, x.ndim, extra=1)
     return x.reshape(*x.shape[:d], 1, *x.shape[d:])
 
 
 def expand(x, *shape):
+    """Broadcast size-1 dims (and new leading dims) to ``shape``; -1 keeps a dim's size (``Tensor.expand``).
+
+    The gradient sums the copies. Raises ``ValueError`` when a dim is neither 1 nor the target size.
+    """
     if len(shape) == 1 and not isinstance(shape[0], numbers.Integral):
         shape = tuple(shape[0])
     lead = len(shape) - x.ndim
@@ -152,18 +175,22 @@ def expand(x, *shape):
 
 
 def broadcast_to(x, shape):
+    """Broadcast ``x`` to ``shape`` (:func:`expand` with the shape as one tuple)."""
     return expand(x, *shape)
 
 
 def expand_as(x, other):
+    """``x`` expanded to ``other``'s shape."""
     return expand(x, *other.shape)
 
 
 def view_as(x, other):
+    """``x`` reshaped to ``other``'s shape."""
     return reshape(x, *other.shape)
 
 
 def reshape_as(x, other):
+    """``x`` reshaped to ``other``'s shape."""
     return reshape(x, *other.shape)
 
 
@@ -234,6 +261,12 @@ class IndexAdd(Function):
 
 
 def getitem(x, index):
+    """``x[index]`` with NumPy's indexing: ints, slices, ``None``, ``...``, and integer or boolean tensors, arrays
+    or lists.
+
+    The gradient is scattered back (adding where an index repeats). Raises ``IndexError``, naming the shape,
+    for an invalid index.
+    """
     index = _raw_index(index)
     try:
         return GetItem.apply(x, index)
@@ -270,10 +303,12 @@ def gather(x, dim, index):
 
 
 def take_along_dim(x, indices, dim):
+    """Values of ``x`` at ``indices`` along ``dim`` (``torch.take_along_dim``): :func:`gather` reordered."""
     return gather(x, dim, indices)
 
 
 def masked_fill(x, mask, value):
+    """``value`` where ``mask`` is True, ``x`` elsewhere (``mask`` broadcasts), as ``Tensor.masked_fill``."""
     from .elementwise import where
 
     return where(mask, value, x)
@@ -300,6 +335,10 @@ class Cat(Function):
 
 
 def cat(tensors, dim=0):
+    """Concatenate tensors along the existing dim ``dim`` (``torch.cat``).
+
+    Raises ``ValueError`` for an empty list, mismatched shapes outside ``dim`` or mixed devices.
+    """
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
@@ -320,6 +359,7 @@ concatenate = cat
 
 
 def stack(tensors, dim=0):
+    """Join tensors of one shape along a new dim ``dim`` (``torch.stack``)."""
     tensors = list(tensors)
     if not tensors:
         raise ValueError("stack: expected a non-empty list of tensors")
@@ -352,16 +392,20 @@ def split(x, split_size_or_sections, dim=0):
 
 
 def chunk(x, chunks, dim=0):
+    """Split into ``chunks`` pieces of equal size along ``dim`` (``torch.chunk``): the last may be smaller,
+    and there may be fewer than ``chunks``."""
     d = normalize_dim("chunk", dim, x.ndim)
     return split(x, max(1, math.ceil(x.shape[d] / chunks)), d)
 
 
 def unbind(x, dim=0):
+    """The slices along ``dim``, each without that dim, as a tuple of tensors (``torch.unbind``)."""
     d = normalize_dim("unbind", dim, x.ndim)
     return tuple(x[(slice(None),) * d + (i,)] for i in range(x.shape[d]))
 
 
 def flip(x, dims):
+    """Reverse the order of elements along the given dim or dims (``torch.flip``)."""
     dims = (dims,) if isinstance(dims, numbers.Integral) else tuple(dims)
     dims = {normalize_dim("flip", d, x.ndim) for d in dims}
     return x[tuple(slice(None, None, -1) if i in dims else slice(None) for i in range(x.ndim))]
@@ -383,6 +427,7 @@ def repeat(x, *sizes):
 
 
 def repeat_interleave(x, repeats, dim=0):
+    """Repeat each element ``repeats`` (an int) times in a row along ``dim`` (``torch.repeat_interleave``)."""
     d = normalize_dim("repeat_interleave", dim, x.ndim)
     shape = x.shape
     y = x.unsqueeze(d + 1).expand(*shape[:d + 1], repeats, *shape[d + 1:])

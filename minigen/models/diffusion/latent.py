@@ -80,11 +80,14 @@ class KLAutoencoder(VAE):
         self.image_shape, self.kl_weight = (c, h, w), float(kl_weight)
 
     def prior(self, n: int):
+        r""":math:`p(z) = \mathcal N(0, I)` over ``n`` spatial latents of shape ``latent_shape``."""
         from ...distributions import Normal
         zeros = ops.zeros(n, *self.latent_shape, device=self._device())
         return Normal(zeros, scale=ops.ones_like(zeros))
 
     def loss(self, batch):
+        """The objective above averaged over the batch (``kl_weight`` · KL − reconstruction), and the metrics the
+        trainer logs."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         x = x if isinstance(x, Tensor) else ops.tensor(np.asarray(x, np.float32), device=self._device())
         terms = self.elbo(x)
@@ -103,12 +106,15 @@ class KLAutoencoder(VAE):
 
 
 def add_autoencoder_arguments(parser) -> None:
+    """The options of ``minigen train autoencoder``: latent channels, base width and the KL weight β."""
     parser.add_argument("--z-channels", type=int, default=4, help="latent channels at H/4 x W/4 (default: 4)")
     parser.add_argument("--width", type=int, default=32, help="encoder/decoder base width (default: 32)")
     parser.add_argument("--kl-weight", type=float, default=1e-3, help="beta of the KL term (default: 1e-3)")
 
 
 def build_autoencoder(cfg: dict, image_shape) -> KLAutoencoder:
+    """The :class:`KLAutoencoder` ``minigen train autoencoder`` trains, from a run's config and the data's
+    image shape."""
     return KLAutoencoder(image_shape, cfg["z_channels"], cfg["width"], cfg["kl_weight"])
 
 
@@ -123,6 +129,7 @@ def evaluate_autoencoder(model: KLAutoencoder, train, test, args, progress: bool
 
 
 def autoencoder_figures(model: KLAutoencoder, run_dir: str, images: np.ndarray) -> list:
+    """The first 32 of ``images`` and their reconstructions decode(encode(x)), side by side in one grid."""
     import os
 
     from ...viz import save_image_grid
@@ -207,6 +214,7 @@ class LatentDiffusion(DiffusionModel):
 
     @property
     def num_classes(self):
+        """The ten digit classes; a sampler's class index y conditions on the caption of y."""
         return len(DIGIT_NAMES)
 
     def encode(self, images) -> Tensor:
@@ -228,6 +236,8 @@ class LatentDiffusion(DiffusionModel):
         return tokenize([caption(v) if isinstance(v, (int, np.integer)) else v for v in labels])
 
     def eps(self, x_t: Tensor, t, labels=None):
+        """The ε-network's prediction at latents ``x_t``, conditioned on ``labels``: class indices, captions or
+        tokens (B, length); without labels, on the empty caption."""
         tokens = labels if labels is None or (isinstance(labels, np.ndarray) and labels.ndim == 2) \
             else self.condition_tokens(labels)
         if tokens is None:
@@ -253,6 +263,8 @@ class LatentDiffusion(DiffusionModel):
         return loss, {"loss": float(loss.item())}
 
     def variational_bound(self, images, batch_size: int = 100, progress: bool = False):
+        """Refused (ValueError): a bound on the latents' likelihood gives none on the images', since the
+        autoencoder is not invertible."""
         raise ValueError("latent_diffusion: --bound is the bound on the latents' likelihood, not the images'; "
                          "the autoencoder is not an invertible map, so no bits/dim on x follows from it")
 
@@ -263,6 +275,8 @@ _REFUSED = {"conditional": False, "learned_variance": False, "prediction": "eps"
 
 
 def add_latent_diffusion_arguments(parser) -> None:
+    """The options of ``minigen train latent_diffusion``: those of ``ddpm`` with :data:`LATENT_DEFAULTS`, the
+    autoencoder run, the caption embedding size and the stroke word's dropout."""
     from .recipes import add_ddpm_arguments
     add_ddpm_arguments(parser)
     parser.set_defaults(**LATENT_DEFAULTS)         # one U-Net level: a 7×7 latent has no factor 2 to pool

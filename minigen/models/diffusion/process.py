@@ -58,6 +58,7 @@ class NoiseSchedule:
 
     @property
     def T(self) -> int:
+        """The number of diffusion steps T."""
         return len(self.betas)
 
     @property

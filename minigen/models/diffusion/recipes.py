@@ -70,6 +70,7 @@ class DiffusionModel(nn.Module):
 
     @property
     def num_classes(self):
+        """The classes the network is conditioned on; None for an unconditional model."""
         return self.net.num_classes
 
     def eps(self, x_t: Tensor, t, labels=None):
@@ -189,6 +190,8 @@ class DiffusionModel(nn.Module):
 
 
 def add_ddpm_arguments(parser) -> None:
+    """The options of ``minigen train ddpm``: the noise schedule, the U-Net, the network's target and loss,
+    class conditioning, and Algorithm 2's σ_t² (fixed or learned)."""
     parser.add_argument("--timesteps", type=int, default=1000, help="diffusion steps T (default: 1000)")
     parser.add_argument("--noise-schedule", choices=["linear", "cosine"], default="linear",
                         help="beta_t: linear 1e-4 -> 0.02 (Ho et al.) or cosine (Nichol & Dhariwal) (default: linear)")
@@ -234,6 +237,8 @@ def build_unet(cfg: dict, shape, classes=None, context_dim=None) -> UNet:
 
 
 def build_ddpm(cfg: dict, image_shape) -> DiffusionModel:
+    """The :class:`DiffusionModel` ``minigen train ddpm`` trains, from a run's config and the data's shape: a U-Net
+    for images (C, H, W), an MLP for points (D,) (unconditional, with a fixed variance)."""
     if len(image_shape) not in (1, 3):
         raise ValueError(f"ddpm: needs images (C, H, W) or points (D,), got data of shape {tuple(image_shape)}")
     classes = cfg.get("num_classes") if cfg.get("conditional") else None

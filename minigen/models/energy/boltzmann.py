@@ -214,6 +214,7 @@ class AnnealingTrajectory:
 
     @property
     def final_energies(self) -> np.ndarray:
+        """The energy of every chain after the final quench: the last row of ``energies``."""
         return self.energies[-1]
 
 
@@ -271,6 +272,7 @@ class BoltzmannMachine:
 
     @property
     def n_units(self) -> int:
+        """The number of units, n_visible + n_hidden."""
         return self.n_visible + self.n_hidden
 
     def __repr__(self) -> str:

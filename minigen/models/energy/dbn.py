@@ -72,6 +72,7 @@ class GreedyLayer:
 
     @property
     def rbm(self) -> BernoulliRBM:
+        """The RBM this stage trains (its CD trainer's)."""
         return self.cd.rbm
 
     def step(self, batch) -> dict:
@@ -110,14 +111,17 @@ class DeepBeliefNet(nn.Module):
     # ---------------------------------------------------------------- plumbing
     @property
     def top(self) -> BernoulliRBM:
+        """The top RBM, the undirected pair of layers."""
         return self.rbms[-1]
 
     @property
     def xp(self):
+        """The array module of the parameters: NumPy, or CuPy on the GPU."""
         return self.top.xp
 
     @property
     def device(self) -> str:
+        """The device the parameters live on."""
         return self.top.device
 
     def _as_layer(self, h, k: int, name: str):

@@ -10,16 +10,19 @@ from ...checks import parse_sizes
 from . import boltzmann, hopfield
 
 def add_experiment_arguments(parser) -> None:
+    """The options of ``minigen eval hopfield``: ``--capacity`` and the network ``--sizes`` it measures."""
     parser.add_argument("--capacity", action="store_true",
                         help="hopfield: measure the critical load at N = --sizes (theory: 0.138 N)")
     parser.add_argument("--sizes", default="100,200,500,1000", help="hopfield --capacity: network sizes")
 
 
 def hopfield_experiment(args, out: str) -> dict:
+    """``minigen eval hopfield``: the capacity experiment with ``--capacity``, else the slide example."""
     return hopfield_capacity(args, out) if args.capacity else hopfield_slide_example(out)
 
 
 def bm_experiment(args, out: str) -> dict:
+    """``minigen eval bm``: the Boltzmann machine slide example, seeded by ``--seed``."""
     return boltzmann_slide_example(out, seed=args.seed)
 
 

@@ -204,6 +204,7 @@ class HopfieldNetwork:
 
     @property
     def n_units(self) -> int:
+        """The number of units N."""
         return self.weights.shape[0]
 
     def __repr__(self):

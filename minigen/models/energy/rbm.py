@@ -87,10 +87,12 @@ class RBM(nn.Module):
     # ---------------------------------------------------------------- plumbing
     @property
     def device(self) -> str:
+        """The device the parameters live on."""
         return self.W.device
 
     @property
     def xp(self):
+        """The array module of the parameters: NumPy, or CuPy on the GPU."""
         return backend.array_module(self.W.data)
 
     def _uniform(self, *shape):
@@ -179,12 +181,15 @@ class RBM(nn.Module):
 
     # ---------------------------------------------------------------- for subclasses
     def free_energy(self, v):
+        r"""The free energy :math:`F(v) = -\log\sum_h e^{-E(v,h)}` per row (float64), defined by each subclass."""
         raise NotImplementedError
 
     def visible_mean(self, h):
+        r""":math:`\mathbb E[v\mid h]` per row of hidden states ``h``, defined by each subclass."""
         raise NotImplementedError
 
     def sample_visible(self, h):
+        r"""One draw :math:`v\sim p(v\mid h)`, returned as ``(mean, v)``, defined by each subclass."""
         raise NotImplementedError
 
     def _log_partition_terms(self, h):
@@ -301,6 +306,7 @@ class GaussianBernoulliRBM(RBM):
 
     @property
     def sigma(self):
+        r"""σ of each visible unit, :math:`e^{\log\sigma}`, an array on the model's device."""
         return self.xp.exp(self.log_sigma.data)
 
     def _hidden_input(self, v):
@@ -489,6 +495,8 @@ class ContrastiveDivergence:
                 "velocity": {k: backend.to_device(v, "cpu") for k, v in self.velocity.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` onto the RBM's device; a ValueError if a velocity is missing or has
+        the wrong shape."""
         xp, dtype = self.rbm.xp, self.rbm.W.data.dtype
         missing = set(self.velocity) - set(state["velocity"])
         if missing:

@@ -24,6 +24,8 @@ from .rbm import (MAX_ENUMERATED_UNITS, RBM, BernoulliRBM, ContrastiveDivergence
 
 
 def add_rbm_arguments(parser) -> None:
+    """The options of ``minigen train rbm``: hidden units, the kind of visible units and contrastive divergence's
+    settings."""
     parser.add_argument("--hidden", type=int, default=500, help="hidden units (default: 500)")
     parser.add_argument("--visible", choices=["bernoulli", "gaussian"], default="bernoulli",
                         help="visible units: binary, or Gaussian for real-valued data (mean and σ per pixel "
@@ -50,6 +52,8 @@ MIN_PIXEL_SIGMA = 0.05
 
 
 def build_rbm(cfg: dict, image_shape) -> RBM:
+    """The RBM ``minigen train rbm`` trains, one visible unit per pixel: Bernoulli, or Gaussian with
+    ``--visible gaussian``."""
     cls = GaussianBernoulliRBM if cfg.get("visible") == "gaussian" else BernoulliRBM
     return cls(math.prod(image_shape), cfg["hidden"])
 
@@ -82,12 +86,15 @@ def rbm_trainer_step(model: RBM, cfg: dict, train_images: np.ndarray):
 # --------------------------------------------------------------------------- deep belief nets
 
 def add_dbn_arguments(parser) -> None:
+    """The options of ``minigen train dbn``: the hidden layer sizes and contrastive divergence's settings."""
     parser.add_argument("--hidden", default="500,500",
                         help="hidden layer sizes, bottom to top (default: 500,500; Hinton et al. 2006: 500,500,2000)")
     _add_cd_arguments(parser)
 
 
 def build_dbn(cfg: dict, image_shape) -> DeepBeliefNet:
+    """The :class:`DeepBeliefNet` ``minigen train dbn`` trains: one visible unit per pixel, then the
+    ``--hidden`` layers."""
     return DeepBeliefNet([math.prod(image_shape), *parse_sizes(cfg["hidden"])])
 
 
@@ -112,22 +119,27 @@ class GreedyTraining:
         return {"layer": k, **self.layers[k].step(batch)}
 
     def state_dict(self) -> dict:
+        """The step counter and every layer's CD state."""
         return {"step_count": self.step_count, "layers": {str(k): layer.cd.state_dict()
                                                           for k, layer in enumerate(self.layers)}}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`, so that the run switches layers at the same step."""
         self.step_count = int(state["step_count"])
         for k, layer in enumerate(self.layers):
             layer.cd.load_state_dict(state["layers"][str(k)])
 
 
 def dbn_trainer_step(model: DeepBeliefNet, cfg: dict, train_images: np.ndarray):
+    """Greedy training as the Trainer's ``step_fn``; the bottom RBM's visible biases start at the data's
+    log-odds, and the :class:`GreedyTraining` is checkpointed with the model."""
     model.rbms[0].b.data[...] = base_rate_biases(train_images.reshape(len(train_images), -1))
     greedy = GreedyTraining(model, cfg["total_steps"], cfg)
     return greedy, {"greedy": greedy}
 
 
 def add_dbn_eval_arguments(parser) -> None:
+    """The ``minigen eval`` options of a ``dbn`` run: ``--bound-samples`` for its variational bound."""
     parser.add_argument("--bound-samples", type=int, default=10,
                         help="draws from Q per test image for the DBN's variational bound (default: 10)")
 
@@ -162,6 +174,8 @@ def rbm_figures(model: BernoulliRBM, run_dir: str, images: np.ndarray) -> list:
 
 
 def add_rbm_eval_arguments(parser) -> None:
+    """The ``minigen eval`` options of an ``rbm`` run (a ``dbn`` run's too): the AIS runs and schedule length
+    for log Z."""
     parser.add_argument("--ais-chains", type=int, default=100, help="AIS runs for log Z (default: 100)")
     parser.add_argument("--ais-scale", type=float, default=1.0,
                         help="AIS schedule length: 1 = Salakhutdinov & Murray's 14,500 temperatures (default: 1)")
@@ -193,6 +207,7 @@ def evaluate_rbm(model: RBM, train, test, args, progress: bool = True) -> dict:
 # --------------------------------------------------------------------------- general Boltzmann machines
 
 def add_bm_arguments(parser) -> None:
+    """The options of ``minigen train bm``: hidden units, Gibbs chains and sweeps, and ``--exact-gradient``."""
     parser.add_argument("--hidden", type=int, default=4,
                         help=f"hidden units (default: 4; visible + hidden <= {MAX_EXACT_UNITS} "
                              f"allows the exact KL and --exact-gradient)")
@@ -219,9 +234,12 @@ class BoltzmannMachineModule(nn.Module):
         self.machine = machine
 
     def state_dict(self, *args, **kwargs) -> dict:
+        """The machine's weights and biases as NumPy arrays (the arguments are ignored)."""
         return {"weights": self.machine.weights.copy(), "biases": self.machine.biases.copy()}
 
     def load_state_dict(self, state: dict, strict: bool = True):
+        """Replace the machine by one with the stored weights and biases (its constructor checks their
+        shape and symmetry); returns ``([], [])``: no missing and no unexpected keys."""
         m = self.machine       # a new machine, so its constructor checks shape and symmetry
         self.machine = BoltzmannMachine(m.n_visible, m.n_hidden, np.asarray(state["weights"]),
                                         np.asarray(state["biases"]), m.temperature)
@@ -287,13 +305,16 @@ class BoltzmannLearning:
         return metrics
 
     def state_dict(self) -> dict:
+        """The persistent free chains."""
         return {"chains": self.chains.copy()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the free chains of a :meth:`state_dict`."""
         self.chains = np.asarray(state["chains"], dtype=np.float64).reshape(-1, self.model.machine.n_units)
 
 
 def bm_trainer_step(model: BoltzmannMachineModule, cfg: dict, train_images: np.ndarray):
+    """Boltzmann learning as the Trainer's ``step_fn``; its free chains are checkpointed with the model."""
     learning = BoltzmannLearning(model, cfg, train_images)
     return learning, {"learning": learning}
 

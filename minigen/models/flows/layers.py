@@ -23,6 +23,7 @@ class Bijection(nn.Module):
     """An invertible layer: ``forward(x) -> (y, log|det ∂y/∂x|)`` per example, ``inverse(y) -> x``."""
 
     def inverse(self, y: Tensor) -> Tensor:
+        """x from y = forward(x)[0]."""
         raise NotImplementedError
 
 
@@ -41,6 +42,7 @@ class FlowSequence(Bijection):
         return x, total
 
     def inverse(self, y: Tensor) -> Tensor:
+        """The layers' inverses, applied in reverse order."""
         for layer in reversed(list(self.layers)):
             y = layer.inverse(y)
         return y
@@ -153,6 +155,7 @@ class AffineCoupling(Bijection):
         # END SOLUTION
 
     def inverse(self, y: Tensor) -> Tensor:
+        r"""x from y: the masked entries pass through and give s and t, the others are :math:`(y - t)\odot e^{-s}`."""
         # BEGIN SOLUTION 4.2
         s, t = self._scale_shift(y * self.mask)          # the masked half of y is the masked half of x
         return (y - t) * (-s).exp()
@@ -186,6 +189,7 @@ class ActNorm(Bijection):
         return y, ops.full((x.shape[0],), 1.0, dtype=x.dtype, device=x.device) * (-positions * self.log_scale.sum())
 
     def inverse(self, y: Tensor) -> Tensor:
+        r""":math:`x = y\odot e^{\log\sigma} + \mu`."""
         return y * self.log_scale.exp() + self.loc
 
 
@@ -200,6 +204,7 @@ class Squeeze(Bijection):
         return y, ops.zeros(b, dtype=x.dtype, device=x.device)
 
     def inverse(self, y: Tensor) -> Tensor:
+        """(B, 4C, H/2, W/2) → (B, C, H, W): every 4 channels go back to their 2×2 blocks."""
         b, c4, h, w = y.shape
         c = c4 // 4
         return y.reshape(b, c, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c, 2 * h, 2 * w)
@@ -220,6 +225,7 @@ class LogitTransform(Bijection):
         return log_p - log_q, sum_except_batch(math.log(1 - 2 * self.alpha) - log_p - log_q)
 
     def inverse(self, y: Tensor) -> Tensor:
+        r""":math:`x = (\mathrm{sigmoid}(y) - \alpha) / (1-2\alpha)`."""
         return (ops.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
 
 

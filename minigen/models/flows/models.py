@@ -53,6 +53,7 @@ class FlowDensity(nn.Module):
         return standard_normal_log_prob(z) + log_det
 
     def loss(self, batch):
+        """Negative log-likelihood averaged over the batch, and the metrics the trainer logs."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         nll = -self.log_prob(x).mean()
         return nll, {"loss": float(nll.item()), "nll": float(nll.item())}
@@ -155,6 +156,7 @@ class RealNVP(nn.Module):
         return latents, log_det
 
     def decode(self, latents) -> Tensor:
+        """The inverse of :meth:`encode`: the latents, one per scale, → images in (0, 1)."""
         h = latents[-1]
         for i in reversed(range(len(self.scales))):
             if i < len(self.scales) - 1:
@@ -179,12 +181,15 @@ class RealNVP(nn.Module):
         return self.log_prob_continuous(self.dequantize(x)) - dims * math.log(256)
 
     def loss(self, batch):
+        """Dequantized negative log-likelihood averaged over the batch (nats), and the metrics the trainer logs,
+        bits/dim among them."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         nll = -self.log_prob(x).mean()
         bpd = float(nll.item()) / (math.prod(self.image_shape) * math.log(2))
         return nll, {"loss": float(nll.item()), "nll": float(nll.item()), "bits_per_dim": bpd}
 
     def latent_shapes(self):
+        """The shape (C, H, W) of each scale's latent, in the order :meth:`encode` returns them."""
         c, h, w = self.image_shape
         shapes = []
         for i in range(len(self.scales) - 1):

@@ -11,6 +11,8 @@ from .models import FlowDensity, RealNVP
 
 
 def add_realnvp_arguments(parser) -> None:
+    """The options of ``minigen train realnvp``: the multi-scale model's for images, the coupling stack's for
+    2-D points."""
     parser.add_argument("--scales", type=int, default=2, help="images: multi-scale levels (default: 2)")
     parser.add_argument("--hidden", type=int, default=64, help="width of the s/t networks (default: 64)")
     parser.add_argument("--blocks", type=int, default=4, help="images: residual blocks per s/t network (default: 4)")
@@ -19,16 +21,21 @@ def add_realnvp_arguments(parser) -> None:
 
 
 def build_realnvp(cfg: dict, image_shape):
+    """The model ``minigen train realnvp`` trains, from a run's config and the data's shape: a :class:`RealNVP`
+    for images, a :class:`FlowDensity` of affine couplings for points (D,)."""
     if len(image_shape) == 1:
         return FlowDensity(image_shape[0], "realnvp", cfg["layers"], cfg["hidden"])
     return RealNVP(image_shape, cfg["scales"], cfg["hidden"], cfg["blocks"], cfg["alpha"])
 
 
 def add_planar_arguments(parser) -> None:
+    """The options of ``minigen train planar``: ``--layers``, the number K of planar flows."""
     parser.add_argument("--layers", type=int, default=16, help="planar flows K (default: 16)")
 
 
 def build_planar(cfg: dict, image_shape):
+    """The :class:`FlowDensity` of planar flows ``minigen train planar`` trains, for points (D,);
+    a ValueError for images."""
     if len(image_shape) != 1:
         raise ValueError(f"planar flows model points (--data ring8, moons, ...), not images of shape "
                          f"{tuple(image_shape)}; use realnvp for images")

@@ -287,10 +287,12 @@ class ReplayBuffer:
         return ops.tensor(out, device=fake.device)
 
     def state_dict(self) -> dict:
+        """The stored fakes and their count, as NumPy arrays."""
         items = self.items[:self.size] if self.items is not None else np.zeros((0,), np.float32)
         return {"items": items, "size": np.asarray(self.size)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the stored fakes of a :meth:`state_dict`, in a store of this buffer's capacity."""
         items, self.size = np.asarray(state["items"]), int(state["size"])
         self.items = None
         if self.size:
@@ -306,9 +308,11 @@ class CheckpointedStep:
     _state: tuple = ()
 
     def state_dict(self) -> dict:
+        """``{name: state_dict()}`` of every attribute named in ``_state`` that is not None."""
         return {name: getattr(self, name).state_dict() for name in self._state if getattr(self, name) is not None}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore every attribute named in ``_state`` that is not None from its entry of a :meth:`state_dict`."""
         for name in self._state:
             if getattr(self, name) is not None:
                 getattr(self, name).load_state_dict(state[name])
@@ -417,8 +421,10 @@ class AdversarialTraining(CheckpointedStep):
 
     # ---- checkpointing (the Trainer saves the GAN module itself)
     def state_dict(self) -> dict:
+        """The optimizers, schedulers and replay store, and the counts of D and G updates."""
         return {**super().state_dict(), "updates": np.array([self.d_updates, self.g_updates])}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`, the counts of D and G updates included."""
         super().load_state_dict(state)
         self.d_updates, self.g_updates = (int(v) for v in np.asarray(state["updates"]))

@@ -38,6 +38,8 @@ METHODS = {
 
 
 def add_gan_modes_arguments(parser) -> None:
+    """The options of ``minigen eval gan-modes``: datasets, methods, seeds, iterations and extra options of
+    its runs, and how many are trained at once."""
     parser.add_argument("--gan-data", default="ring8,grid25", help="gan-modes: datasets (default: ring8,grid25)")
     parser.add_argument("--gan-methods", default=",".join(METHODS),
                         help=f"gan-modes: methods among {', '.join(METHODS)} (default: all)")
@@ -80,6 +82,9 @@ def _score(run_dir, seed) -> tuple:
 
 
 def gan_modes_experiment(args, out: str) -> dict:
+    """``minigen eval gan-modes``: trains the runs not scored yet (``--jobs`` at a time, interrupted ones
+    resumed), scores each, prints the table of means and standard deviations over seeds and plots the
+    seed-0 samples; returns the table, every run's scores and the figure."""
     datasets = [n.strip() for n in args.gan_data.split(",") if n.strip()]
     methods = [n.strip() for n in args.gan_methods.split(",") if n.strip()]
     unknown = [m for m in methods if m not in METHODS]

@@ -22,6 +22,8 @@ SAMPLES_SCORED = 2500
 
 
 def add_gan_arguments(parser) -> None:
+    """The options of ``minigen train gan`` and its presets: the players and their sizes, Algorithm 1's k
+    and loss, a gradient penalty, the remedies for mode collapse and the optimizers."""
     parser.add_argument("--arch", choices=["auto", "mlp", "dcgan", "stylegan"], default="auto",
                         help="players: MLPs for 2-D points, DCGAN for images (default: auto, by the data), "
                              "or a small StyleGAN generator against the DCGAN discriminator")
@@ -84,6 +86,8 @@ def _arch(cfg, image_shape) -> str:
 
 
 def build_gan(cfg: dict, image_shape) -> GAN:
+    """The :class:`GAN` ``minigen train gan`` trains, from a run's config and the data's shape: MLP players for
+    points, DCGAN players (or a StyleGAN generator) for square images; a ValueError for options they lack."""
     arch = _arch(cfg, image_shape)
     latent = cfg.get("latent_dim") or (2 if arch == "mlp" else 100)
     for name in ("g_hidden", "g_layers", "d_hidden", "d_layers", "maxout", "k", "packing", "width"):
@@ -240,6 +244,8 @@ def style_figures(g: StyleGenerator, run_dir: str) -> list:
 # --------------------------------------------------------------------------- CycleGAN
 
 def add_cyclegan_arguments(parser) -> None:
+    """The options of ``minigen train cyclegan``: the hidden domain transform, the networks' sizes, λ of the
+    cycle loss, the pool of past translations and Adam's β1."""
     parser.add_argument("--domain", choices=sorted(DOMAINS), default="thicken",
                         help="how domain Y is made from the images X (hidden from training; default: thicken)")
     parser.add_argument("--width", type=int, default=32, help="channels of the first layers (default: 32)")
@@ -250,6 +256,7 @@ def add_cyclegan_arguments(parser) -> None:
 
 
 def build_cyclegan(cfg: dict, image_shape) -> CycleGAN:
+    """The :class:`CycleGAN` ``minigen train cyclegan`` trains, for images with sides divisible by 4."""
     if len(image_shape) != 3 or image_shape[1] % 4 or image_shape[2] % 4:
         raise ValueError(f"cyclegan: needs images with sides divisible by 4, got data of shape {tuple(image_shape)}")
     return CycleGAN(int(image_shape[0]), cfg["width"], cfg["blocks"], cfg["cycle_weight"], cfg["domain"])
@@ -261,6 +268,8 @@ def cyclegan_examples_per_step(cfg: dict) -> int:
 
 
 def cyclegan_trainer_step(model: CycleGAN, cfg: dict, train_images):
+    """CycleGAN's step (:class:`CycleGANTraining`) as the Trainer's ``step_fn``: Adam for the generators and
+    for the discriminators (cosine-annealed with ``--schedule cosine``), checkpointed with the model."""
     params_g = list(model.G.parameters()) + list(model.F.parameters())
     params_d = list(model.D_X.parameters()) + list(model.D_Y.parameters())
     og = optim.Adam(params_g, lr=cfg["lr"], betas=(cfg["beta1"], 0.999))

@@ -139,6 +139,7 @@ class StyleGenerator(nn.Module):
 
     @property
     def num_layers(self) -> int:
+        """The number of style blocks, each reading its own w."""
         return len(self.blocks)
 
     def noise_sizes(self) -> list:
