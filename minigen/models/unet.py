@@ -112,7 +112,7 @@ class CrossAttentionBlock(nn.Module):
     r"""Eq. DIF-17, conditioning by cross-attention (Rombach et al. 2022): the pixels of a feature map
     ask (queries, from GroupNorm and a 1×1 convolution) and the condition's tokens answer (keys and
     values, linear maps of a (N, L, context_dim) sequence),
-    :math:`\mathrm{softmax}ig(Q K^	op/\sqrt dig)V` per head through the engine's fused attention,
+    :math:`\mathrm{softmax}\big(Q K^\top/\sqrt d\big)V` per head through the engine's fused attention,
     then a zero-initialised 1×1 projection added to the input."""
 
     def __init__(self, channels: int, context_dim: int, heads: int = 4, groups: int = 32):
