@@ -14,7 +14,7 @@ import re
 import shutil
 from typing import NamedTuple
 
-from .equations import source_root
+from .equations import python_files, source_root
 
 
 class Task(NamedTuple):
@@ -130,27 +130,17 @@ def marker_name(task_id: str) -> str:
     return "task" + task_id.replace(".", "_")
 
 
-def _source_files(root):
-    for folder in ("minigen", "kernels"):
-        for base, dirs, files in os.walk(os.path.join(root, folder)):
-            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
-            for name in sorted(files):
-                if name.endswith(".py"):
-                    yield os.path.join(base, name)
-
-
 def solution_regions(root: str | None = None) -> list:
     """``(file relative to root, first line, last line, task id)`` of every marked region (1-based lines of
     the BEGIN and END markers). Unknown task ids, nesting and unclosed regions are errors."""
     root = root or source_root()
     regions = []
-    for path in _source_files(root):
+    for rel, path in (found for folder in ("minigen", "kernels") for found in python_files(root, folder)):
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
         open_at = None
         for i, line in enumerate(lines, 1):
             begin, end = _BEGIN.match(line), _END.match(line)
-            rel = os.path.relpath(path, root).replace(os.sep, "/")
             if begin:
                 if open_at:
                     raise ValueError(f"assignments: {rel}:{i}: a region opens inside the one at line {open_at[0]}")

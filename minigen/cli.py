@@ -195,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def option_arguments(options: dict) -> list:
+    """Keyword options as command-line arguments: ``batch_size=64`` → ``--batch-size 64``; ``True`` → a flag."""
+    argv = []
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    return argv
+
+
 def train_config(args, argv=None) -> dict:
     """The run configuration of parsed ``minigen train`` arguments (``argv``: the command line they came
     from, default ``sys.argv``), as ``runs.train`` takes it."""

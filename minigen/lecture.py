@@ -50,14 +50,11 @@ class Lecture:
         """``minigen train MODEL --option value …`` into ``<out>/runs`` (resumed if already there);
         returns the trained model. Options are the command line's, with ``_`` for ``-``; ``True``
         passes a flag."""
-        from .cli import build_parser, train_config
+        from .cli import build_parser, option_arguments, train_config
         from .models import get_spec
         from .runs import load_run, train
         argv = ["train", model, "--runs-dir", os.path.join(self.out, "runs"), "--name", name or model,
-                "--no-progress", "--resume"]
-        for key, value in options.items():
-            flag = "--" + key.replace("_", "-")
-            argv += [flag] if value is True else [flag, str(value)]
+                "--no-progress", "--resume", *option_arguments(options)]
         args = build_parser().parse_args(argv)
         run_dir, last = train(get_spec(model), train_config(args, argv), progress=False)
         print(f"trained: minigen {shlex.join(argv)}\n  last logged: {last}")

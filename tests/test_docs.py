@@ -5,9 +5,8 @@ Public: not starting with an underscore, in a module whose name does not either.
 derivative, as DESIGN.md asks), ``extra_repr`` and ``forward_rows`` (the sampler's row window, described
 by the class)."""
 import ast
-import os
 
-from minigen.equations import source_root
+from minigen.equations import python_files, source_root
 
 EXEMPT_METHODS = {"forward", "backward", "extra_repr", "forward_rows"}
 
@@ -15,25 +14,21 @@ EXEMPT_METHODS = {"forward", "backward", "extra_repr", "forward_rows"}
 def undocumented(root: str) -> list:
     missing = []
     for folder in ("minigen", "kernels"):
-        for base, dirs, files in os.walk(os.path.join(root, folder)):
-            dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
-            for name in files:
-                if not name.endswith(".py") or (name.startswith("_") and name != "__init__.py"):
+        for rel, path in python_files(root, folder):
+            if any(part.startswith("_") and part != "__init__.py" for part in rel.split("/")):
+                continue                                               # a private module
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in tree.body:
+                if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name.startswith("_"):
                     continue
-                path = os.path.join(base, name)
-                rel = os.path.relpath(path, root)
-                with open(path, encoding="utf-8") as f:
-                    tree = ast.parse(f.read())
-                for node in tree.body:
-                    if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name.startswith("_"):
-                        continue
-                    if not ast.get_docstring(node):
-                        missing.append(f"{rel}: {node.name}")
-                    if isinstance(node, ast.ClassDef):
-                        missing += [f"{rel}: {node.name}.{m.name}" for m in node.body
-                                    if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))
-                                    and not m.name.startswith("_") and m.name not in EXEMPT_METHODS
-                                    and not ast.get_docstring(m)]
+                if not ast.get_docstring(node):
+                    missing.append(f"{rel}: {node.name}")
+                if isinstance(node, ast.ClassDef):
+                    missing += [f"{rel}: {node.name}.{m.name}" for m in node.body
+                                if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))
+                                and not m.name.startswith("_") and m.name not in EXEMPT_METHODS
+                                and not ast.get_docstring(m)]
     return sorted(missing)
 
 

@@ -80,10 +80,10 @@ def test_docstring_math_is_well_formed_everywhere():
     """Every :math: role and math block of the package's docstrings: no control characters (a missing
     ``r`` prefix turns ``\\top`` into a tab and ``\\big`` into a backspace) and balanced braces."""
     import ast
-    from minigen.equations import _python_files, docstring_math
+    from minigen.equations import docstring_math, python_files
     bad = []
     for folder in ("minigen", "kernels"):
-        for rel, path in _python_files(ROOT, folder):
+        for rel, path in python_files(ROOT, folder):
             with open(path, encoding="utf-8") as f:
                 tree = ast.parse(f.read())
             for node in [tree, *ast.walk(tree)]:

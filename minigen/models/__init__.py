@@ -157,10 +157,8 @@ def get_spec(name: str) -> ModelSpec:
 def build_default(name: str, image_shape, num_classes: int = 10, **options):
     """The registry's model ``name`` as ``minigen train NAME [--option value …]`` would build it for data
     of ``image_shape`` (untrained): a quick way to inspect a family without a run folder."""
-    from ..cli import build_parser, train_config
-    argv = ["train", name]
-    for key, value in options.items():
-        argv += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    from ..cli import build_parser, option_arguments, train_config
+    argv = ["train", name, *option_arguments(options)]
     cfg = train_config(build_parser().parse_args(argv), argv)
     cfg.update(num_classes=num_classes, image_shape=list(image_shape), train_examples=0, total_steps=1)
     return get_spec(name).build(cfg, tuple(image_shape))
