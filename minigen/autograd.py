@@ -423,6 +423,8 @@ class Function:
         if isinstance(out, np.generic):  # NumPy returns scalars from 0-d math
             out = np.asarray(out)
         out = Tensor._wrap(out)
+        if getattr(_state, "anomaly", False):   # mg.autograd.detect_anomaly(): where NaN/inf first appear
+            anomaly.check_forward(cls, args, out, ctx)
         if record and out.data.dtype.kind == "f" and is_grad_enabled():
             ctx.fn = cls
             ctx.inputs = args
@@ -535,7 +537,10 @@ def _run_backward(outputs, gradients, retain_graph, create_graph, inputs=None):
             elif tensor._retains_grad:
                 deliver(tensor, g)
             ctx = tensor.grad_fn
-            input_grads = ctx.fn.backward(ctx, g)
+            if getattr(_state, "anomaly", False):
+                input_grads = anomaly.checked_backward(ctx, g)
+            else:
+                input_grads = ctx.fn.backward(ctx, g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for inp, ig in zip(ctx.inputs, input_grads):
@@ -603,4 +608,5 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return tuple(result)
 
 
-from . import ops  # noqa: E402  (the op library imports this module; Tensor methods use it)
+from . import anomaly, ops  # noqa: E402  (both import this module; Tensor methods use ops)
+from .anomaly import AnomalyError, detect_anomaly, is_anomaly_enabled, set_detect_anomaly  # noqa: E402,F401

@@ -99,6 +99,9 @@ def add_train_parser(sub) -> None:
         run.add_argument("--seed", type=int, default=0, help="random seed: same seed, same run (default: 0)")
         run.add_argument("--time-limit", type=_duration, metavar="T",
                          help="stop after this much training time, e.g. 3600, 60m, 1h (checkpointed)")
+        run.add_argument("--detect-anomaly", action="store_true",
+                         help="check every op for NaN/inf (slow): a run that diverges stops naming the "
+                              "operation and the line of code that first produced it")
         out = p.add_argument_group("run folder")
         out.add_argument("--name", help="run name (default: the model name)")
         out.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")

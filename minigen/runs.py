@@ -112,7 +112,8 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
                       step_fn=step_fn, state=extra_state, config=cfg, checkpoint_every=cfg["checkpoint_every"], log_every=cfg["log_every"],
                       sample_fn=sample_fn if len(train_set.image_shape) > 1 and hasattr(model, "sample") else None, sample_every=cfg["sample_every"], eval_fn=eval_fn,
                       eval_every=cfg.get("eval_every"), clip_grad_norm=cfg.get("clip_grad_norm"),
-                      time_limit=cfg.get("time_limit"), progress=progress)
+                      time_limit=cfg.get("time_limit"), progress=progress,
+                      detect_anomaly=cfg.get("detect_anomaly", False))
     last = trainer.fit(resume=cfg["resume"])
     if spec.figures is not None:
         model.eval()

@@ -27,6 +27,7 @@ atomically: a crash mid-write leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -39,13 +40,17 @@ from . import random as mg_random
 from .files import atomic_write_text
 from .serialization import load, save
 
-__all__ = ["Trainer", "RunExistsError", "write_json", "append_jsonl"]
+__all__ = ["Trainer", "RunExistsError", "NonFiniteError", "write_json", "append_jsonl"]
 
 CHECKPOINT = "checkpoint.npz"
 
 
 class RunExistsError(RuntimeError):
     """A run folder already holds a checkpoint and ``resume`` was not asked for."""
+
+
+class NonFiniteError(FloatingPointError, RuntimeError):
+    """A training step produced a NaN or infinite metric (the message names the step and the tensors)."""
 
 
 def write_json(path: str, obj) -> None:
@@ -91,6 +96,9 @@ class Trainer:
     clip_grad_norm : clip the global gradient norm in the default step
     time_limit : stop (with a checkpoint) once this many seconds of training have run
     progress : show a tqdm bar with the live loss
+    detect_anomaly : run every step under :class:`minigen.autograd.detect_anomaly` (slow): the error
+        names the op that first produced NaN/inf. Without it a non-finite metric still stops the run
+        with :class:`NonFiniteError`, before the checkpoint could be overwritten.
     """
 
     def __init__(self, run_dir: str, model, loader, steps: int, *, optimizer=None, scheduler=None,
@@ -99,7 +107,7 @@ class Trainer:
                  sample_fn: Callable | None = None, sample_every: int | None = None,
                  eval_fn: Callable | None = None, eval_every: int | None = None,
                  clip_grad_norm: float | None = None, time_limit: float | None = None,
-                 progress: bool = True):
+                 progress: bool = True, detect_anomaly: bool = False):
         for name, value in (("steps", steps), ("checkpoint_every", checkpoint_every),
                             ("log_every", log_every)):
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -117,7 +125,9 @@ class Trainer:
         self.sample_fn, self.sample_every = sample_fn, sample_every
         self.eval_fn, self.eval_every = eval_fn, eval_every
         self.clip_grad_norm, self.time_limit, self.progress = clip_grad_norm, time_limit, progress
+        self.detect_anomaly = detect_anomaly
         self.step, self.train_seconds = 0, 0.0
+        self.checkpoint_step = None      # the step the checkpoint on disk holds
         self._window: dict = {}          # metric name -> [sum, count] since the last log row
 
     # ------------------------------------------------------------------ paths
@@ -156,6 +166,7 @@ class Trainer:
               "window": {k: list(v) for k, v in self._window.items()},
               "state": {name: obj.state_dict() for name, obj in self.state.items()}},
              self.checkpoint_path)
+        self.checkpoint_step = self.step
 
     def load_checkpoint(self) -> None:
         """Restore what :meth:`save_checkpoint` wrote and drop the metrics rows logged after it.
@@ -172,6 +183,7 @@ class Trainer:
         self.loader.load_state_dict(ckpt["loader"])
         mg_random.set_rng_state(ckpt["rng"])
         self.step, self.train_seconds = int(ckpt["step"]), float(ckpt["train_seconds"])
+        self.checkpoint_step = self.step
         self._window = {k: list(v) for k, v in ckpt["window"].items()}
         self._truncate_metrics(self.step)
 
@@ -251,7 +263,7 @@ class Trainer:
                     bar.write(f"time limit of {self.time_limit:.0f} s reached at step {self.step}")
                     break
                 start = time.perf_counter()
-                metrics = self.step_fn(next(batches))
+                metrics = self._checked_step(next(batches))
                 self.step += 1
                 self.train_seconds += time.perf_counter() - start
                 self._accumulate(metrics)
@@ -275,6 +287,36 @@ class Trainer:
         self.write_samples()
         self.write_curves()
         return last_row
+
+    def _checked_step(self, batch) -> dict:
+        """One step; stops the run when a metric comes back NaN or infinite (see :class:`NonFiniteError`)."""
+        from .anomaly import AnomalyError, detect_anomaly
+        try:
+            with detect_anomaly() if self.detect_anomaly else contextlib.nullcontext():
+                metrics = self.step_fn(batch)
+        except AnomalyError as err:
+            raise AnomalyError(f"step {self.step + 1}: {err}") from err
+        bad = {key: value for key, value in metrics.items() if not math.isfinite(float(value))}
+        if bad:
+            raise NonFiniteError(self._non_finite_report(bad))
+        return metrics
+
+    def _non_finite_report(self, bad: dict) -> str:
+        """Which metrics, parameters and gradients are NaN/inf after step ``self.step + 1``, and what to do."""
+        parts = [", ".join(f"{key} = {float(value)}" for key, value in bad.items())]
+        named = list(self.model.named_parameters()) if hasattr(self.model, "named_parameters") else []
+        for what, arrays in (("parameters", [(n, p.data) for n, p in named]),
+                             ("gradients", [(n, p.grad.data) for n, p in named if p.grad is not None])):
+            found = [f"{name} ({a.size - int(np.isfinite(a).sum())}/{a.size})" for name, a in arrays
+                     if a.dtype.kind == "f" and not np.isfinite(a).all()]
+            if found:
+                more = f" and {len(found) - 4} more" if len(found) > 4 else ""
+                parts.append(f"NaN/inf in the {what} {', '.join(found[:4])}{more}")
+        saved = (f"the checkpoint of step {self.checkpoint_step} is intact (--resume restarts there)"
+                 if self.checkpoint_step is not None else "no checkpoint was written yet")
+        return (f"step {self.step + 1}: {'; '.join(parts)}; {saved}; run with --detect-anomaly (Trainer("
+                f"detect_anomaly=True)) to find the operation that first produced it, then lower the "
+                f"learning rate or clip gradients (--clip-grad-norm)")
 
     def _evaluate(self) -> None:
         # Evaluation may draw random numbers; it must not shift the training stream.
