@@ -268,7 +268,7 @@ def _read_archive(f, name: str):
                     f"entry (it holds: {shown or 'nothing'}); it was not written by minigen.save "
                     f"— read it with np.load"
                 )
-            raw = npz[HEADER_KEY]
+            raw = _read_entry(npz, HEADER_KEY, name)
             if raw.dtype != np.uint8 or raw.ndim != 1:
                 raise CheckpointError(f"{name}: damaged checkpoint: the {HEADER_KEY!r} entry is "
                                       f"not a byte string")
@@ -282,7 +282,7 @@ def _read_archive(f, name: str):
                     f"{name}: checkpoint format version {version!r} is not supported by this "
                     f"minigen (reads versions 1..{VERSION}); upgrade minigen"
                 )
-            arrays = {key: npz[key] for key in npz.files if key != HEADER_KEY}
+            arrays = {key: _read_entry(npz, key, name) for key in npz.files if key != HEADER_KEY}
     except CheckpointError:
         raise
     except Exception as e:  # zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, ...
@@ -294,6 +294,18 @@ def _read_archive(f, name: str):
             detail = f"a stored array is damaged ({e})"
         raise CheckpointError(f"{name}: corrupt or truncated checkpoint: {detail}") from e
     return header, arrays
+
+
+def _read_entry(npz, key: str, name: str):
+    """One array of the archive; a pickled object array (which would run code when unpickled) is refused."""
+    try:
+        return npz[key]
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise
+        raise CheckpointError(f"{name}: refused: entry {key!r} is a pickled Python object, and unpickling "
+                              f"runs whatever code it names; minigen checkpoints never contain pickles, so "
+                              f"this file was not written by minigen.save (or was tampered with)") from None
 
 
 class _Decoder:

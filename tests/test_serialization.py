@@ -265,7 +265,7 @@ def test_foreign_npz_and_npy(tmp_path):
     assert "single .npy array" in load_error(npy)
     pickled_npz = tmp_path / "pickled.npz"
     np.savez(pickled_npz, __minigen__=np.array([{"a": 1}], dtype=object))
-    assert "corrupt" in load_error(pickled_npz)
+    assert "refused: entry '__minigen__' is a pickled Python object" in load_error(pickled_npz)
 
 
 def test_unknown_format_version_and_damaged_header(tmp_path):
@@ -350,3 +350,48 @@ def test_cuda_round_trip(tmp_path):
     assert cpu["w"].device == "cpu" and isinstance(cpu["buf"], np.ndarray)
     gpu = mg.load(tmp_path / "g.npz", map_location="cuda")
     assert gpu["w"].device == "cuda"
+
+
+class _Payload:
+    """Unpickling this object would run ``touch MARKER``: the classic malicious pickle."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_malicious_npz_is_refused_without_running_its_payload(tmp_path):
+    """A real checkpoint whose weight entry is swapped for a pickled object array (a valid .npz that
+    ``np.load(..., allow_pickle=True)`` would execute): refused, and the payload never runs."""
+    marker = tmp_path / "pwned"
+    good = tmp_path / "good.npz"
+    mg.save({"w": np.ones(3)}, str(good))
+    with np.load(good, allow_pickle=False) as npz:
+        entries = {name: npz[name] for name in npz.files}
+    weight = next(name for name in entries if name != serialization.HEADER_KEY)
+    entries[weight] = np.array([_Payload(marker)], dtype=object)
+    evil = tmp_path / "evil.npz"
+    np.savez(evil, **entries)
+    msg = load_error(evil)
+    assert f"refused: entry {weight!r} is a pickled Python object" in msg
+    assert not marker.exists()
+    with pytest.raises(ValueError):                 # what the refusal rests on: NumPy's own guard
+        np.load(evil, allow_pickle=False)[weight]
+    assert not marker.exists()
+
+
+def test_no_code_path_uses_pickle():
+    """Every ``np.load`` in the package and kernels passes ``allow_pickle=False``, and nothing imports
+    pickle or its relatives (dill, joblib, shelve)."""
+    import re
+    from minigen.equations import python_files, source_root
+    offending = []
+    for folder in ("minigen", "kernels"):
+        for path, full in python_files(source_root(), folder):
+            text = open(full).read()
+            for pattern in (r"^\s*(import|from)\s+(c?pickle|dill|joblib|shelve)\b", r"allow_pickle\s*=\s*True",
+                            r"np\.load\((?![^)]*allow_pickle=False)"):
+                offending += [f"{path}: {m.group(0).strip()}" for m in re.finditer(pattern, text, re.M)]
+    assert offending == []
