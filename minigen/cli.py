@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--caption", help="latent_diffusion: condition every sample on this caption, e.g. 'a thin seven'")
 
     ev = sub.add_parser("eval", help="score a trained run on its test set; prints and writes metrics JSON")
-    ev.add_argument("run", help="run folder, e.g. runs/vae — or an experiment: hopfield, bm, planar, gan-modes")
+    ev.add_argument("run", help="run folder, e.g. runs/vae — or an experiment: hopfield, bm, planar, gan-modes, kill-resume")
     ev.add_argument("--limit", type=_positive_int, help="score a seeded random subset of N test examples (faster; test files may be sorted by class)")
     ev.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
     ev.add_argument("--output", help="file name inside the run folder (default: eval.json)")
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="ddpm --bound: sum all T terms, or one random term per image times T (unbiased, "
                                "one pass per image: the whole test set) (default: all)")
     from .models.experiments import add_experiment_arguments
-    add_experiment_arguments(ev.add_argument_group("experiments (hopfield, bm, planar, gan-modes)"))
+    add_experiment_arguments(ev.add_argument_group("experiments (hopfield, bm, planar, gan-modes, kill-resume)"))
     from .models import registry
     added = set()
     for spec in registry().values():      # one group of options per family (vae and hvae share theirs)

@@ -28,6 +28,7 @@ atomically: a crash mid-write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -247,6 +248,8 @@ class Trainer:
             if not resume:
                 raise RunExistsError(f"run folder {self.run_dir} already holds a checkpoint: "
                                      f"pass --resume to continue it, or choose another --name")
+            for orphan in glob.glob(os.path.join(glob.escape(self.run_dir), ".*.tmp*")):
+                os.unlink(orphan)              # half-written files of a run killed mid-write
             self.load_checkpoint()
         elif os.path.exists(self.metrics_path):
             os.unlink(self.metrics_path)        # a run killed before its first checkpoint

@@ -1,4 +1,4 @@
-"""Slide experiments run as commands: ``minigen eval hopfield | bm | planar | gan-modes``.
+"""Experiments run as commands: ``minigen eval hopfield | bm | planar | gan-modes | kill-resume``.
 
 These are not trained runs but small self-contained experiments, so ``eval``
 takes their name in place of a run folder. Each prints its numbers, writes
@@ -33,17 +33,25 @@ def _gan_modes(args, out):
     return gan_modes_experiment(args, out)
 
 
-EXPERIMENTS = {"hopfield": _hopfield, "bm": _bm, "planar": _planar, "gan-modes": _gan_modes}
+def _kill_resume(args, out):
+    from ..reliability import kill_resume_experiment
+    return kill_resume_experiment(args, out)
+
+
+EXPERIMENTS = {"hopfield": _hopfield, "bm": _bm, "planar": _planar, "gan-modes": _gan_modes,
+               "kill-resume": _kill_resume}
 
 
 def add_experiment_arguments(parser) -> None:
-    """The options of ``minigen eval hopfield | bm | planar | gan-modes``, and ``--out``."""
+    """The options of ``minigen eval hopfield | bm | planar | gan-modes | kill-resume``, and ``--out``."""
     from .energy.experiments import add_experiment_arguments as add_energy_arguments
     add_energy_arguments(parser)
     parser.add_argument("--flow-lengths", default="2,8,32", help="planar: numbers of planar flows K to fit")
     parser.add_argument("--flow-steps", type=int, default=4000, help="planar: Adam steps per fit (default: 4000)")
     from .gans.modes import add_gan_modes_arguments
     add_gan_modes_arguments(parser)
+    from ..reliability import add_kill_resume_arguments
+    add_kill_resume_arguments(parser)
     parser.add_argument("--out", help="folder for the JSON and figures (default: runs/<name>)")
 
 
