@@ -76,6 +76,7 @@ def _as_array(data, dtype=None, device=None):
     Arrays keep their dtype (as ``torch.tensor(ndarray)`` does); Python floats
     become float32 and Python ints int64.
     """
+    original = data
     if isinstance(data, Tensor):
         data = data.data
     if isinstance(data, np.generic):  # NumPy scalar: keep its dtype
@@ -90,7 +91,14 @@ def _as_array(data, dtype=None, device=None):
         data = backend.to_device(data, backend.check_device(device))
     if dtype is not None and data.dtype != np.dtype(dtype):
         data = data.astype(dtype)
+    if data.dtype.kind not in "fiub" or data.dtype == np.float16:
+        raise TypeError(_UNSUPPORTED.format(dtype=data.dtype, what=type(original).__name__))
     return data
+
+
+_UNSUPPORTED = ("tensor: minigen computes with float32 and float64 (and integer and bool tensors for "
+                "indices and masks); got data of dtype {dtype} (from {what}): pass numbers, or cast the "
+                "array with .astype(np.float32)")
 
 
 # --------------------------------------------------------------------------- Tensor

@@ -233,13 +233,14 @@ def format_row(row: dict) -> str:
 
 
 # --------------------------------------------------------------------------- the RBM case
-def rbm_epochs(case=RBM_CASE, lr=0.01):
-    """Two closures, each one CD-1 epoch over the same random binary data: minigen's
-    ``ContrastiveDivergence.cd_step`` and scikit-learn's ``BernoulliRBM.fit`` (None
-    when scikit-learn is not installed; it is never a dependency)."""
+def rbm_epochs(case=None, lr=0.01):
+    """Three closures, each one CD-1 epoch over the same random binary data: minigen's
+    ``ContrastiveDivergence.cd_step``, scikit-learn's ``BernoulliRBM.fit`` and the same update written in
+    PyTorch (``bench_mirrors.rbm_cd1_epoch``); each of the last two None when not installed (neither is
+    ever a dependency)."""
     from .models.energy.rbm import BernoulliRBM, ContrastiveDivergence
 
-    _, n, n_visible, n_hidden, batch = case
+    _, n, n_visible, n_hidden, batch = case or RBM_CASE
     x = (np.random.default_rng(0).random((n, n_visible)) < 0.13).astype(np.float32)  # MNIST's ink density
 
     def mine():
@@ -250,18 +251,34 @@ def rbm_epochs(case=RBM_CASE, lr=0.01):
     try:
         from sklearn.neural_network import BernoulliRBM as SklearnRBM
     except ImportError:
-        return mine, None
+        sklearn = None
+    else:
+        def sklearn():
+            SklearnRBM(n_components=n_hidden, batch_size=batch, n_iter=1, learning_rate=lr,
+                       random_state=0).fit(x)
+    return mine, sklearn, _twin("rbm_cd1_epoch", x, n_hidden, batch, lr)
 
-    def theirs():
-        SklearnRBM(n_components=n_hidden, batch_size=batch, n_iter=1, learning_rate=lr,
-                   random_state=0).fit(x)
 
-    return mine, theirs
+def peak_memory_mb(fn):
+    """Peak resident memory, in MB, that one call of ``fn`` adds on top of what is resident before it
+    (Linux: the high-water mark is reset through ``/proc/self/clear_refs``); None elsewhere."""
+    def status(key):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key))
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = status("VmRSS")
+    except OSError:
+        return None
+    fn()
+    return max(0.0, status("VmHWM") - before)
 
 
 def run_pair(name, mine, theirs, other: str, target: float, repeat=3, rounds=3, settle=1.0, log=print) -> dict:
     """Best-of-rounds medians of two closures doing the same work, alternating so noise hits both:
-    minigen's and another library's (``other`` names its column; ``theirs`` None when not installed)."""
+    minigen's and another library's (``other`` names its column; ``theirs`` None when not installed),
+    and the peak memory one call of each adds."""
     row = {"case": name}
     best_mine, best_theirs = float("inf"), float("inf")
     for _ in range(rounds):
@@ -269,17 +286,25 @@ def run_pair(name, mine, theirs, other: str, target: float, repeat=3, rounds=3, 
         if theirs is not None:
             best_theirs = min(best_theirs, median_time(theirs, repeat, warmup=1, settle=settle))
     row["minigen_ms"] = 1e3 * best_mine
+    row["minigen_peak_mb"] = peak_memory_mb(mine)
     if theirs is not None:
-        row.update({f"{other}_ms": 1e3 * best_theirs, "ratio": best_mine / best_theirs, "target": target})
+        row.update({f"{other}_ms": 1e3 * best_theirs, "ratio": best_mine / best_theirs, "target": target,
+                    f"{other}_peak_mb": peak_memory_mb(theirs)})
+    memory = (f" {row['minigen_peak_mb']:>8.1f} {row.get(other + '_peak_mb') or 0:>8.1f}"
+              if row["minigen_peak_mb"] is not None else "")
     log(f"{row['case']:<10} {row['minigen_ms']:>11.2f} "
-        + (f"{row[other + '_ms']:>11.2f} {row['ratio']:>7.2f}x {row['target']:>7.2f}x" if theirs else "-"))
+        + (f"{row[other + '_ms']:>11.2f} {row['ratio']:>7.2f}x {row['target']:>7.2f}x" if theirs else "-")
+        + memory)
     return row
 
 
-def run_rbm_case(repeat=3, rounds=3, settle=1.0, case=RBM_CASE, log=print) -> dict:
-    """One CD-1 epoch, minigen against scikit-learn."""
-    mine, theirs = rbm_epochs(case)
-    return run_pair(case[0], mine, theirs, "sklearn", RBM_TARGET, repeat, rounds, settle, log)
+def run_rbm_case(repeat=3, rounds=3, settle=1.0, case=None, log=print, against="sklearn") -> dict:
+    """One CD-1 epoch, minigen against scikit-learn (``against="sklearn"``) or PyTorch (``"torch"``)."""
+    case = case or RBM_CASE
+    mine, sklearn, torch = rbm_epochs(case)
+    theirs, target = (sklearn, RBM_TARGET) if against == "sklearn" else (torch, 1.0)
+    return run_pair(case[0] if against == "sklearn" else "rbm-torch", mine, theirs, against, target,
+                    repeat, rounds, settle, log)
 
 
 def dcgan_steps(case=None):
@@ -404,6 +429,115 @@ def run_unet_case(repeat=3, rounds=3, settle=1.0, log=print) -> dict:
     return run_pair(UNET_CASE[0], mine, theirs, "torch", UNET_TARGET, repeat, rounds, settle, log)
 
 
+#: One training step (loss, backward, Adam) of more families' reference models at MNIST scale, against the
+#: same networks in PyTorch (``bench_mirrors``): (name, batch). And the engine's dispatch cost: forward +
+#: backward through a 20-layer MLP of width 16 at batch 1, where the arithmetic is negligible.
+VAE_CASE = ("vae", 100)
+PIXELCNN_CASE = ("pixelcnn", 16)
+OVERHEAD_CASE = ("mlp-20x16", 1)
+STEP_TARGET = 2.5
+OVERHEAD_TARGET = 3.0
+
+
+def _twin(name: str, *args, **kwargs):
+    """The PyTorch twin ``bench_mirrors.<name>(*args, **kwargs)``, or None without PyTorch."""
+    try:
+        from . import bench_mirrors
+    except ImportError:
+        return None
+    return getattr(bench_mirrors, name)(*args, **kwargs)
+
+
+def _same_size(case: str, mine, twin) -> None:
+    """Twins must have minigen's parameter count, or the comparison would time different models."""
+    ours, theirs = sum(p.data.size for p in mine.parameters()), sum(p.numel() for p in twin.parameters())
+    if ours != theirs:
+        raise RuntimeError(f"bench {case}: the PyTorch twin has {theirs} parameters, minigen's model {ours}")
+
+
+def _adam_steps(case, model, loss, twin, twin_loss, lr=1e-3):
+    """Closures of one training step each — ``loss()``, backward, Adam — for minigen's ``model`` and its
+    PyTorch ``twin`` (None without PyTorch)."""
+    from .optim import Adam
+    opt = Adam(model.parameters(), lr)
+
+    def mine():
+        value = loss()
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    if twin is None:
+        return mine, None
+    import torch
+    _same_size(case, model, twin)
+    topt = torch.optim.Adam(twin.parameters(), lr)
+
+    def theirs():
+        value = twin_loss()
+        topt.zero_grad()
+        value.backward()
+        topt.step()
+    return mine, theirs
+
+
+def _binary_images(batch: int) -> np.ndarray:
+    return (np.random.default_rng(0).random((batch, 1, 28, 28)) < 0.13).astype(np.float32)  # MNIST's ink
+
+
+def vae_steps(case=None):
+    """One ELBO step of Burda et al.'s MLP VAE (784-200-200-50, tanh, Bernoulli) on a batch of binary
+    28×28 images, minigen and PyTorch."""
+    import minigen as mg
+    from .models.vae import VAE, MLPDecoder, MLPEncoder
+    name, batch = case or VAE_CASE
+    x0 = _binary_images(batch)
+    mg.manual_seed(0)
+    model = VAE(MLPEncoder((1, 28, 28), 50), MLPDecoder((1, 28, 28), 50), 50)
+    x, twin = mg.tensor(x0), _twin("VAE")
+    xt = None if twin is None else __import__("torch").tensor(x0)
+    return _adam_steps(name, model, lambda: model.loss((x,))[0], twin, lambda: twin.loss(xt))
+
+
+def pixelcnn_steps(case=None):
+    """One maximum-likelihood step of the 64-channel, 7-block PixelCNN on a batch of binary 28×28 images
+    (the binarized-MNIST runs' model), minigen and PyTorch (a masked-kernel PixelCNN as usually written)."""
+    import minigen as mg
+    from .models.pixelcnn import PixelCNN
+    name, batch = case or PIXELCNN_CASE
+    x0 = _binary_images(batch)
+    mg.manual_seed(0)
+    model = PixelCNN((1, 28, 28), channels=64, blocks=7)
+    x, twin = mg.tensor(x0), _twin("PixelCNN", 64, 7)
+    xt = None if twin is None else __import__("torch").tensor(x0)
+    return _adam_steps(name, model, lambda: model.loss((x,))[0], twin, lambda: twin.loss(xt))
+
+
+def overhead_steps(case=None):
+    """Forward + backward through 20 × (Linear(16, 16), Tanh) at batch 1: the engine's per-op cost."""
+    import minigen as mg
+    from . import nn
+    name, batch = case or OVERHEAD_CASE
+    x0 = np.random.default_rng(0).standard_normal((batch, 16)).astype(np.float32)
+    mg.manual_seed(0)
+    model = nn.Sequential(*[layer for _ in range(20) for layer in (nn.Linear(16, 16), nn.Tanh())])
+    x = mg.tensor(x0)
+
+    def mine():
+        model.zero_grad()
+        model(x).sum().backward()
+    twin = _twin("mlp", [16] * 21, last=True)
+    if twin is None:
+        return mine, None
+    import torch
+    _same_size(name, model, twin)
+    xt = torch.tensor(x0)
+
+    def theirs():
+        twin.zero_grad()
+        twin(xt).sum().backward()
+    return mine, theirs
+
+
 #: The fused diffusion steps (Eq. DIF-4, DIF-14) on whole batches: (name, kernel, batch shape).
 #: Targets: the fused reverse step >= 3x faster than the line-by-line NumPy update, and no slower
 #: than the same update in PyTorch (noise drawn beforehand in all three).
@@ -495,9 +629,53 @@ def run_sampling_case(case, log=print) -> dict:
     return row
 
 
+def _step_cases() -> dict:
+    """The training-step cases of ``--suite steps``: name -> (closures, case, target, other library)."""
+    return {"vae": (vae_steps, VAE_CASE, STEP_TARGET), "pixelcnn": (pixelcnn_steps, PIXELCNN_CASE, STEP_TARGET),
+            "dcgan": (dcgan_steps, DCGAN_CASE, DCGAN_TARGET), "unet": (unet_steps, UNET_CASE, UNET_TARGET),
+            "mlp-20x16": (overhead_steps, OVERHEAD_CASE, OVERHEAD_TARGET)}
+
+
+STEP_HEADER = f"{'case':<10} {'minigen ms':>11} {'torch ms':>11} {'ratio':>8} {'target':>8} {'mg MB':>8} {'torch MB':>8}"
+
+
+def run_step_cases(names, repeat=3, rounds=3, log=print) -> list:
+    """One training step of each named case (see :func:`_step_cases`), minigen against PyTorch."""
+    cases, rows = _step_cases(), []
+    for name in names:
+        make, case, target = cases[name]
+        mine, theirs = make(case)
+        reps = repeat if name != "mlp-20x16" else 50 * repeat
+        rows.append(run_pair(case[0], mine, theirs, "torch", target, reps, rounds, log=log))
+    return rows
+
+
+def write_chart(rows, path: str) -> str:
+    """A bar chart of minigen / other library per case (log scale), with each case's target marked."""
+    from matplotlib.figure import Figure
+    from .viz import save_figure
+    rows = [r for r in rows if "ratio" in r]
+    fig = Figure(figsize=(8, 0.35 * len(rows) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    names = [r["case"] for r in rows]
+    ratios = [r["ratio"] for r in rows]
+    colours = ["tab:green" if r["ratio"] <= r.get("target", float("inf")) else "tab:red" for r in rows]
+    ax.barh(names, ratios, color=colours)
+    for i, r in enumerate(rows):
+        if "target" in r:
+            ax.plot([r["target"]] * 2, [i - 0.4, i + 0.4], color="black", lw=1.5)
+    ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set(xlabel="time of minigen / time of PyTorch (scikit-learn for 'rbm'); black ticks: targets",
+           title="minigen bench --suite all (green: target met)")
+    return save_figure(fig, path)
+
+
 def run_bench(args) -> int:
     """``minigen bench``: run the suite ``args.suite``, print the tables and whether the targets are met,
-    and write ``--json`` when asked; returns 0. The RBM and DCGAN cases run on the CPU only."""
+    and write ``--json`` when asked; ``--suite all`` also writes ``bench.json`` and the chart ``bench.png``
+    into ``--out``. Returns 0. The RBM, DCGAN and training-step cases run on the CPU only."""
     suites = {"conv": CONV_CASES, "attention": ATTENTION_CASES,
               "kernels": CONV_CASES + ATTENTION_CASES}
     info = header(args.device)
@@ -506,13 +684,18 @@ def run_bench(args) -> int:
     for key, value in info.items():
         print(f"  {key}: {value}")
     rows = []
+    cpu = args.device == "cpu"
     if args.suite == "sampling":
         print(f"\nsequential sampling (Eq. AR-4) at 28x28: naive loop vs row-window sampler, same seed")
         print(f"{'case':<12} {'naive s':>9} {'window s':>9} {'speedup':>8} {'target':>7}  identical")
         rows += [run_sampling_case(case) for case in SAMPLING_CASES]
         missed = [r["case"] for r in rows if r["speedup"] < r["target_speedup"] or not r["identical"]]
         print("targets met" if not missed else f"targets missed: {', '.join(missed)}")
-    elif args.suite == "diffusion":
+    if args.suite in ("kernels", "conv", "attention", "all"):
+        print(format_header())
+        rows += run_cases(suites[args.suite if args.suite != "all" else "kernels"], args.repeat, args.device,
+                          not args.no_reference, args.rounds)
+    if args.suite in ("diffusion", "all") and cpu:
         print(f"\nfused diffusion steps, float32, microseconds per update (noise drawn beforehand); targets: "
               f"reverse step >= {DIFFUSION_TARGET_NUMPY:g}x faster than NumPy, <= {DIFFUSION_TARGET_TORCH:g}x PyTorch")
         print(f"{'case':<12} {'fused us':>9} {'numpy us':>9} {'speedup':>8} {'torch us':>9} {'ratio':>8}")
@@ -520,28 +703,29 @@ def run_bench(args) -> int:
         missed = [r["case"] for r in rows if r.get("speedup_vs_numpy", 99) < r.get("target_speedup_vs_numpy", 0)]
         if missed:
             print(f"NumPy speed-up targets missed: {', '.join(missed)}")
-        print(f"\none DDPM training step (Algorithm 1, Adam), batch {UNET_CASE[1]} of 28x28 images, U-Net width "
-              f"{UNET_CASE[2]} x {UNET_CASE[3]}, against the same network in PyTorch (same thread count)")
-        print(f"{'case':<10} {'minigen ms':>11} {'torch ms':>11} {'ratio':>8} {'target':>8}")
-        rows.append(run_unet_case(max(1, args.repeat // 3), args.rounds))
-    elif args.suite not in ("rbm", "dcgan"):
-        print(format_header())
-        rows += run_cases(suites[args.suite if args.suite != "all" else "kernels"], args.repeat, args.device,
-                          not args.no_reference, args.rounds)
-    if args.suite in ("dcgan", "all") and args.device == "cpu":
-        print(f"\none DCGAN training step (a D step and a G step, Adam), batch {DCGAN_CASE[1]} of 28x28 images, "
-              f"width {DCGAN_CASE[2]}, against the same layers in PyTorch (same thread count)")
-        print(f"{'case':<10} {'minigen ms':>11} {'torch ms':>11} {'ratio':>8} {'target':>8}")
-        rows.append(run_dcgan_case(max(1, args.repeat // 2), args.rounds))
-    if args.suite in ("rbm", "all") and args.device == "cpu":
+    steps = {"dcgan": ["dcgan"], "diffusion": ["unet"], "steps": list(_step_cases()),
+             "all": list(_step_cases())}.get(args.suite, [])
+    if steps and cpu:
+        print(f"\none training step (loss, backward, Adam) against the same network in PyTorch, same thread "
+              f"count; mlp-20x16: forward + backward only; MB: peak memory one step adds")
+        print(STEP_HEADER)
+        rows += run_step_cases(steps, max(1, args.repeat // 3), args.rounds)
+    if args.suite in ("rbm", "all") and cpu:
         print("\none CD-1 epoch, 10000x784 binary float32 data, 500 hidden units, batch 100, "
-              "against scikit-learn's BernoulliRBM")
-        print(f"{'case':<10} {'minigen ms':>11} {'sklearn ms':>11} {'ratio':>8} {'target':>8}")
+              "against scikit-learn's BernoulliRBM and the same update in PyTorch")
+        print(f"{'case':<10} {'minigen ms':>11} {'other ms':>11} {'ratio':>8} {'target':>8} {'mg MB':>8} {'other MB':>8}")
         rows.append(run_rbm_case(max(1, args.repeat // 3), args.rounds))
-    missed = [r["case"] for r in rows if "target" in r and r["ratio"] > r["target"]]
+        rows.append(run_rbm_case(max(1, args.repeat // 3), args.rounds, against="torch"))
+    missed = [r["case"] for r in rows if "target" in r and "ratio" in r and r["ratio"] > r["target"]]
     if any("ratio" in r for r in rows):
         print("targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    report = {"header": info, "rows": rows}
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"header": info, "rows": rows}, fh, indent=2)
+            json.dump(report, fh, indent=2)
+    if args.suite == "all":
+        from .train import write_json
+        os.makedirs(args.out, exist_ok=True)
+        write_json(os.path.join(args.out, "bench.json"), report)
+        print(f"wrote {os.path.join(args.out, 'bench.json')} and {write_chart(rows, os.path.join(args.out, 'bench.png'))}")
     return 0

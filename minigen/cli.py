@@ -167,10 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time the kernels against the NumPy reference "
                                          "(and PyTorch when installed)")
     bench.add_argument("--suite", default="all",
-                       choices=["all", "kernels", "conv", "attention", "rbm", "dcgan", "sampling", "diffusion"],
-                       help="which benchmarks to run (default: all = kernels (conv + attention) + rbm + dcgan; "
-                            "sampling = PixelCNN's naive vs row-window sampler, a few minutes; diffusion = the "
-                            "fused diffusion steps)")
+                       choices=["all", "kernels", "conv", "attention", "rbm", "dcgan", "steps", "sampling",
+                                "diffusion"],
+                       help="which benchmarks to run (default: all = kernels (conv + attention) + the fused "
+                            "diffusion steps + one training step of each family's reference model (steps) + the "
+                            "RBM epoch, with a JSON report and a chart in --out; sampling = PixelCNN's naive vs "
+                            "row-window sampler, a few minutes)")
     bench.add_argument("--repeat", type=int, default=10, help="timed runs per block (median)")
     bench.add_argument("--rounds", type=int, default=3,
                        help="alternating minigen/PyTorch blocks per case (best block kept)")
@@ -179,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-reference", action="store_true",
                        help="skip the (slow) NumPy reference timings")
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    bench.add_argument("--out", default="bench-results", metavar="DIR",
+                       help="--suite all: folder for bench.json and the chart bench.png (default: bench-results)")
 
     sub.add_parser("list", help="the models `minigen train` knows and the datasets")
     lec = sub.add_parser("lecture", help="run one walk-through of lectures/ (the lecture companion), "

@@ -2,9 +2,9 @@
 must end exactly where an uninterrupted run ends.
 
 For each family the experiment trains the same small run twice from the same seed: once straight
-through, once under fire — started, SIGKILLed at a random moment (during start-up, mid-step or in
-the middle of writing a checkpoint), checked, restarted with ``--resume``, and so on ``--kills``
-times before it may finish. After every kill the checkpoint on disk must load (atomic writes: a
+through, once under fire — started, SIGKILLed at a random moment (during start-up or mid-step; every
+other kill waits for a checkpoint's temp file to appear and strikes in the middle of writing it),
+checked, restarted with ``--resume``, and so on ``--kills`` times before it may finish. After every kill the checkpoint on disk must load (atomic writes: a
 kill mid-write leaves the previous one intact, and only a temp file behind). At the end every array
 of the two final checkpoints — model, optimizer moments, EMA, schedule, the family's own state
 (persistent chains, replay buffer) — and every row of ``metrics.jsonl`` must be equal, bit for bit.
@@ -90,7 +90,14 @@ def kill_resume_trial(family: str, kills: int, out: str, seed: int = 0) -> dict:
     while len(events) < kills:
         process = _start(family, runs_dir, f"{family}-killed", seed, resume)
         resume = True
-        time.sleep(rng.uniform(0.0, 2.0 * wall / kills))        # anywhere: start-up, a step, a write
+        deadline = time.perf_counter() + rng.uniform(0.0, 2.0 * wall / kills)
+        if len(events) % 2:             # every other kill aims at the worst moment: a checkpoint half written
+            while time.perf_counter() < deadline + wall / kills and process.poll() is None:
+                if glob.glob(os.path.join(glob.escape(run_dir), ".checkpoint.*.tmp*")):
+                    break
+                time.sleep(0.0005)
+        else:                           # the others anywhere: start-up, a step, a write
+            time.sleep(max(0.0, deadline - time.perf_counter()))
         if process.poll() is not None:                           # it finished first: start over, same seed
             _finish(process, f"killed {family}")
             shutil.rmtree(run_dir)

@@ -43,3 +43,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After a run that fuzzed the API (``test_fuzz.py``), one line of what the damaged calls did."""
+    import sys
+    fuzz = sys.modules.get("fuzz_api")
+    if fuzz is not None and fuzz.OUTCOMES:
+        counts = ", ".join(f"{n} {what}" for what, n in sorted(fuzz.OUTCOMES.items()))
+        terminalreporter.write_line(f"API fuzz: {sum(fuzz.OUTCOMES.values())} calls: {counts}")

@@ -50,7 +50,7 @@ def test_dcgan_suite_times_one_training_step(tmp_path, monkeypatch, capsys):
     assert main(["bench", "--suite", "dcgan", "--repeat", "1", "--rounds", "1", "--json", str(out)]) == 0
     row = json.loads(out.read_text())["rows"][0]
     assert row["case"] == "tiny-dcgan" and row["minigen_ms"] > 0
-    assert "DCGAN training step" in capsys.readouterr().out
+    assert "one training step" in capsys.readouterr().out
 
 
 def test_diffusion_suite_times_the_fused_steps(tmp_path, monkeypatch, capsys):
@@ -68,3 +68,47 @@ def test_diffusion_suite_times_the_fused_steps(tmp_path, monkeypatch, capsys):
         for v in values[1:]:
             np.testing.assert_allclose(v, values[0], rtol=1e-5, atol=1e-6)
     assert "fused diffusion steps" in capsys.readouterr().out
+
+
+def _tiny_suite(monkeypatch):
+    """Every case of ``--suite all`` at toy size (the step cases keep their networks, with batches of 2)."""
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(bench, "CONV_CASES", [("tiny-conv", "conv", (2, 3, 6, 6), (4, 3, 3, 3), 1, 1, 0)])
+    monkeypatch.setattr(bench, "ATTENTION_CASES", [("tiny-attn", 1, 1, 4, 2)])
+    monkeypatch.setattr(bench, "DIFFUSION_CASES", [("tiny-p", "p", (2, 1, 4, 4))])
+    monkeypatch.setattr(bench, "DCGAN_CASE", ("tiny-dcgan", 2, 4, 8))
+    monkeypatch.setattr(bench, "UNET_CASE", ("tiny-unet", 2, 8, (1, 2), (1,)))
+    monkeypatch.setattr(bench, "VAE_CASE", ("vae", 2))
+    monkeypatch.setattr(bench, "PIXELCNN_CASE", ("pixelcnn", 2))
+    monkeypatch.setattr(bench, "RBM_CASE", ("rbm", 20, 784, 8, 10))
+
+
+def test_suite_all_writes_one_report_and_a_chart(tmp_path, monkeypatch, capsys):
+    _tiny_suite(monkeypatch)
+    assert main(["bench", "--suite", "all", "--repeat", "1", "--rounds", "1", "--no-reference",
+                 "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    cases = [r["case"] for r in report["rows"]]
+    assert cases == ["tiny-conv", "tiny-attn", "tiny-p", "vae", "pixelcnn", "tiny-dcgan", "tiny-unet",
+                     "mlp-20x16", "rbm", "rbm-torch"]
+    assert {"numba_threads", "torch"} <= set(report["header"])
+    steps = {r["case"]: r for r in report["rows"]}
+    for name in ("vae", "pixelcnn", "mlp-20x16"):
+        assert steps[name]["minigen_ms"] > 0 and steps[name]["minigen_peak_mb"] >= 0
+        if "torch_ms" in steps[name]:                 # PyTorch installed: ratio, target and its memory too
+            assert steps[name]["ratio"] > 0 and steps[name]["torch_peak_mb"] >= 0
+    assert steps["mlp-20x16"].get("target", 3.0) == 3.0 and steps["vae"].get("target", 2.5) == 2.5
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "peak memory one step adds" in capsys.readouterr().out
+
+
+def test_the_twins_have_the_same_parameters_as_the_models():
+    """The PyTorch twins of the step cases mirror minigen's models (same parameter count; checked
+    inside each case too), and the RBM closures run."""
+    import pytest
+    pytest.importorskip("torch")
+    for make in (bench.vae_steps, bench.pixelcnn_steps, bench.overhead_steps):
+        mine, theirs = make()
+        assert theirs is not None
+    mine, sklearn, torch_epoch = bench.rbm_epochs(("rbm", 20, 784, 8, 10))
+    mine(), torch_epoch()

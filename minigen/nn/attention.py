@@ -19,6 +19,7 @@ from .. import ops
 from ..autograd import Tensor
 from . import init
 from .linear import Linear, _check_input
+from ..ops._util import check_int
 from .module import Module, _new_parameter
 
 
@@ -51,7 +52,9 @@ class MultiheadAttention(Module):
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  kdim=None, vdim=None, batch_first: bool = False, device=None, dtype=None):
         super().__init__()
-        if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
+        embed_dim = check_int("MultiheadAttention", "embed_dim", embed_dim, minimum=1)
+        num_heads = check_int("MultiheadAttention", "num_heads", num_heads, minimum=1)
+        if embed_dim % num_heads:
             raise ValueError(f"MultiheadAttention: embed_dim ({embed_dim}) must be a positive "
                              f"multiple of num_heads ({num_heads})")
         self.embed_dim, self.num_heads = int(embed_dim), int(num_heads)

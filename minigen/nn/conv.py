@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 from .. import ops
-from ..ops._util import pair
+from ..ops._util import check_int, pair
 from . import init
 from .linear import _check_input
 from .module import Module, _new_parameter
@@ -25,18 +25,21 @@ class _ConvBase(Module):
     def __init__(self, name, in_channels, out_channels, kernel_size, stride, padding, dilation,
                  groups, bias, padding_mode, output_padding, weight_shape, device, dtype):
         super().__init__()
-        if groups < 1 or in_channels % groups or out_channels % groups:
+        in_channels = check_int(name, "in_channels", in_channels, minimum=1)
+        out_channels = check_int(name, "out_channels", out_channels, minimum=1)
+        groups = check_int(name, "groups", groups, minimum=1)
+        if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must be divisible by groups ({groups})")
         if padding_mode not in _PADDING_MODES:
             raise ValueError(f"{name}: padding_mode must be one of {_PADDING_MODES}, "
                              f"got {padding_mode!r}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = pair(name, kernel_size, "kernel_size")
-        self.stride = pair(name, stride, "stride")
-        self.padding = padding if isinstance(padding, str) else pair(name, padding, "padding")
-        self.dilation = pair(name, dilation, "dilation")
-        self.output_padding = pair(name, output_padding, "output_padding")
+        self.kernel_size = pair(name, kernel_size, "kernel_size", minimum=1)
+        self.stride = pair(name, stride, "stride", minimum=1)
+        self.padding = padding if isinstance(padding, str) else pair(name, padding, "padding", minimum=0)
+        self.dilation = pair(name, dilation, "dilation", minimum=1)
+        self.output_padding = pair(name, output_padding, "output_padding", minimum=0)
         self.groups, self.padding_mode = int(groups), padding_mode
         self.weight = _new_parameter(*weight_shape, *self.kernel_size, device=device,
                                      dtype=dtype)

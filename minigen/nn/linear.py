@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import ops
 from ..autograd import Tensor
 from . import init
+from ..ops._util import check_int
 from .module import Module, _new_parameter
 
 
@@ -38,8 +39,8 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  device=None, dtype=None):
         super().__init__()
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
+        self.in_features = check_int("Linear", "in_features", in_features, minimum=1)
+        self.out_features = check_int("Linear", "out_features", out_features, minimum=1)
         self.weight = _new_parameter(out_features, in_features, device=device, dtype=dtype)
         if bias:
             self.bias = _new_parameter(out_features, device=device, dtype=dtype)

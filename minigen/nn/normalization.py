@@ -15,6 +15,7 @@ from .. import ops
 from ..autograd import Tensor
 from . import init
 from .linear import _check_input
+from ..ops._util import check_int
 from .module import Module, _new_parameter, _new_tensor
 
 
@@ -40,7 +41,8 @@ class _NormBase(Module):
     def __init__(self, num_features, eps, momentum, affine, track_running_stats, device,
                  dtype, bias=True):
         super().__init__()
-        self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
+        num_features = check_int(type(self).__name__, "num_features", num_features, minimum=1)
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         _affine_parameters(self, affine, bias, (num_features,), device, dtype)
         if track_running_stats:
@@ -151,6 +153,8 @@ class GroupNorm(Module):
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
                  affine: bool = True, device=None, dtype=None, *, bias: bool = True):
         super().__init__()
+        num_groups = check_int("GroupNorm", "num_groups", num_groups, minimum=1)
+        num_channels = check_int("GroupNorm", "num_channels", num_channels, minimum=1)
         if num_channels % num_groups:
             raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by "
                              f"num_groups ({num_groups})")
@@ -184,7 +188,8 @@ class LayerNorm(Module):
         super().__init__()
         if isinstance(normalized_shape, numbers.Integral):
             normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(int(n) for n in normalized_shape)
+        self.normalized_shape = tuple(check_int("LayerNorm", "normalized_shape", n, minimum=1)
+                                      for n in normalized_shape)
         self.eps, self.elementwise_affine = eps, elementwise_affine
         _affine_parameters(self, elementwise_affine, bias, self.normalized_shape, device,
                            dtype)

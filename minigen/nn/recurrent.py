@@ -19,6 +19,7 @@ from .. import ops
 from ..autograd import Tensor
 from . import init
 from .linear import _check_input
+from ..ops._util import check_int
 from .module import Module, _new_parameter
 
 
@@ -61,7 +62,9 @@ class LSTMCell(Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None):
         super().__init__()
-        self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bias
+        self.input_size = check_int("LSTMCell", "input_size", input_size, minimum=1)
+        self.hidden_size = check_int("LSTMCell", "hidden_size", hidden_size, minimum=1)
+        self.bias = bias
         kw = dict(device=device, dtype=dtype)
         self.weight_ih = _new_parameter(4 * hidden_size, input_size, **kw)
         self.weight_hh = _new_parameter(4 * hidden_size, hidden_size, **kw)
@@ -121,8 +124,8 @@ class LSTM(Module):
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device=None, dtype=None):
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"LSTM: num_layers must be at least 1, got {num_layers}")
+        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            check_int("LSTM", arg, value, minimum=1)
         if not 0 <= dropout <= 1:
             raise ValueError(f"LSTM: dropout must be in [0, 1], got {dropout}")
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)

@@ -5,6 +5,7 @@ from .. import ops
 from ..autograd import Tensor, no_grad
 from . import init
 from .linear import _check_input
+from ..ops._util import check_int
 from .module import Module, Parameter, _new_parameter
 
 
@@ -34,7 +35,8 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None,
                  _weight=None, _freeze: bool = False, device=None, dtype=None):
         super().__init__()
-        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.num_embeddings = check_int("Embedding", "num_embeddings", num_embeddings, minimum=1)
+        self.embedding_dim = check_int("Embedding", "embedding_dim", embedding_dim, minimum=1)
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError(f"Embedding: padding_idx must be within num_embeddings "

@@ -4,6 +4,8 @@ Broadcasting is undone in exactly one place, :func:`sum_to_shape`.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 
 import numpy as np
@@ -52,10 +54,14 @@ def reduction_dims(name, ndim, dim=None, keepdim=False, axis=None, keepdims=None
         dim = axis
     if keepdims is not None:
         keepdim = keepdims
+    keepdim = check_flag(name, "keepdim", keepdim)
     if dim is None:
-        return tuple(range(ndim)), bool(keepdim)
+        return tuple(range(ndim)), keepdim
+    if not isinstance(dim, (numbers.Integral, tuple, list)):
+        raise TypeError(f"{name}: dim must be an int or a tuple of ints, got {dim!r}")
     dims = (dim,) if isinstance(dim, numbers.Integral) else tuple(dim)
-    return tuple(normalize_dim(name, d, ndim) for d in dims), bool(keepdim)
+    axes = tuple(normalize_dim(name, d, ndim) for d in dims)
+    return (axes if ndim else ()), keepdim          # a 0-d tensor accepts dim 0 or -1, as in PyTorch
 
 
 def normalize_dim(name, dim, ndim, extra=0):
@@ -74,14 +80,19 @@ def normalize_dim(name, dim, ndim, extra=0):
     return int(dim) % size
 
 
-def pair(name, value, arg="argument"):
-    """An int or a 2-sequence of ints, as a tuple of two ints (conv/pool arguments)."""
-    if isinstance(value, numbers.Integral):
-        return (int(value), int(value))
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, numbers.Integral) for v in value):
+def pair(name, value, arg="argument", minimum=None):
+    """An int or a 2-sequence of ints, as a tuple of two ints (conv/pool arguments), each at least
+    ``minimum`` when given."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        value = tuple(int(v) for v in value)
+    else:
         raise ValueError(f"{name}: {arg} must be an int or a pair of ints, got {value!r}")
-    return tuple(int(v) for v in value)
+    if minimum is not None and min(value) < minimum:
+        raise ValueError(f"{name}: {arg} must be >= {minimum}, got {value}")
+    return value
 
 
 def check_tensor(name, arg, x, ndim=None, floating=False):
@@ -96,3 +107,47 @@ def check_tensor(name, arg, x, ndim=None, floating=False):
     if floating and x.dtype.kind != "f":
         raise TypeError(f"{name}: {arg} must be a floating-point tensor, got dtype {x.dtype}")
     return x
+
+
+def tensor_args(*names):
+    """Decorator: the op's parameters ``names`` must be Tensors — or ``None`` where that is the
+    parameter's default (an optional bias) — else a ``TypeError`` naming the op, the argument and what
+    it got, instead of an ``AttributeError`` from deep inside. (Arithmetic takes numbers and arrays
+    as constants: :func:`minigen.ops.elementwise.operand`.)"""
+    def decorate(fn):
+        parameters = inspect.signature(fn).parameters
+        checks = [(list(parameters).index(name), name, parameters[name].default is None) for name in names]
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            n = len(args)
+            for position, name, optional in checks:
+                value = args[position] if position < n else kwargs.get(name)
+                if value.__class__ is not Tensor and not isinstance(value, Tensor) and not (optional and value is None):
+                    hint = " (wrap data with mg.tensor(...))" if isinstance(value, (list, tuple, np.ndarray)) else ""
+                    raise TypeError(f"{fn.__name__}: {name} must be a Tensor, got {_describe(value)}{hint}")
+            return fn(*args, **kwargs)
+        return checked
+    return decorate
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"a NumPy array of shape {value.shape}"
+    return "None" if value is None else type(value).__name__
+
+
+def check_int(name, arg, value, minimum=None):
+    """``value`` as an int (``bool`` is not one), at least ``minimum``; else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: {arg} must be an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: {arg} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_flag(name, arg, value) -> bool:
+    """``value`` as a bool (``True``/``False``, or a 0/1 int); else a ``TypeError``."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name}: {arg} must be True or False, got {value!r}")

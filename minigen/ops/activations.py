@@ -10,7 +10,7 @@ import math
 
 from .. import backend
 from ..autograd import Function, Tensor, is_grad_enabled
-from ._util import normalize_dim
+from ._util import normalize_dim, tensor_args
 
 
 class ReLU(Function):
@@ -160,41 +160,49 @@ class LogSoftmax(Function):
 
 
 # --------------------------------------------------------------------------- public API
+@tensor_args("x")
 def relu(x):
     """max(x, 0), element-wise."""
     return ReLU.apply(x)
 
 
+@tensor_args("x")
 def leaky_relu(x, negative_slope=0.01):
     """``x`` where x > 0, else ``negative_slope * x``."""
     return LeakyReLU.apply(x, float(negative_slope))
 
 
+@tensor_args("x")
 def elu(x, alpha=1.0):
     """ELU: ``x`` where x > 0, else ``alpha * (e^x - 1)``."""
     return ELU.apply(x, float(alpha))
 
 
+@tensor_args("x")
 def sigmoid(x):
     """The logistic function 1/(1+e^{-x}), computed stably (no overflow for large ``|x|``)."""
     return Sigmoid.apply(x)
 
 
+@tensor_args("x")
 def tanh(x):
     """Hyperbolic tangent, element-wise."""
     return Tanh.apply(x)
 
 
+@tensor_args("x")
 def softplus(x, beta=1.0):
     """log(1 + e^{beta x}) / beta, a smooth ReLU (computed stably)."""
     return Softplus.apply(x, float(beta))
 
 
+@tensor_args("x")
 def erf(x):
     """The Gauss error function, element-wise."""
     return Erf.apply(x)
 
 
+@tensor_args("x")
 def gelu(x, approximate="none"):
     """GELU: x Phi(x). ``approximate='tanh'`` uses Hendrycks & Gimpel's tanh form."""
     if approximate == "tanh":
@@ -205,20 +213,27 @@ def gelu(x, approximate="none"):
     return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
 
 
+@tensor_args("x")
 def silu(x):
     """SiLU / swish: x sigma(x), one fused kernel each way."""
     return SiLU.apply(x)
 
 
+@tensor_args("x")
 def softmax(x, dim=-1, *, axis=None):
     """Softmax along ``dim`` (default the last; ``axis=`` also accepted), with the maximum subtracted first so
     large inputs do not overflow."""
     d = normalize_dim("softmax", dim if axis is None else axis, x.ndim)
+    if x.ndim == 0 or x.numel() == 0:     # one outcome has probability 1 (gradient 0); empty stays empty
+        return x * 0 + 1
     return Softmax.apply(x, d)
 
 
+@tensor_args("x")
 def log_softmax(x, dim=-1, *, axis=None):
     """log(softmax(x)) along ``dim`` (default the last; ``axis=`` also accepted), computed stably as
     x - logsumexp(x)."""
     d = normalize_dim("log_softmax", dim if axis is None else axis, x.ndim)
+    if x.ndim == 0 or x.numel() == 0:     # log 1 = 0, as softmax above
+        return x * 0
     return LogSoftmax.apply(x, d)

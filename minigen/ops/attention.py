@@ -14,7 +14,7 @@ import math
 
 from .. import backend
 from ..autograd import Function, Tensor, is_grad_enabled
-from ._util import check_tensor
+from ._util import check_tensor, tensor_args
 
 
 class ScaledDotProductAttention(Function):
@@ -79,6 +79,7 @@ def _attention_backward_differentiable(q, k, v, g, mask, causal, scale):
     return (ds @ k) * scale, (ds.transpose(-1, -2) @ q) * scale, dv
 
 
+@tensor_args("query", "key", "value")
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
                                  is_causal=False, scale=None):
     """PyTorch's ``F.scaled_dot_product_attention`` for ``(..., T, d)`` tensors.

@@ -13,9 +13,11 @@ backward is a combination of the other two ops.
 """
 from __future__ import annotations
 
+import numbers
+
 from .. import backend
 from ..autograd import Function, Tensor
-from ._util import check_tensor, pair
+from ._util import check_tensor, pair, tensor_args
 
 
 def _kernel(name, array):
@@ -89,6 +91,7 @@ def _add_bias(name, y, bias):
     return y + bias.reshape(1, -1, 1, 1)
 
 
+@tensor_args("input", "weight", "bias")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # noqa: A002
     """2-D cross-correlation (PyTorch's ``conv2d``); weight ``(C_out, C_in/groups, kh, kw)``."""
     name = "conv2d"
@@ -113,6 +116,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return _add_bias(name, Conv2d.apply(input, weight, geometry), bias)
 
 
+@tensor_args("input", "weight", "bias")
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0,  # noqa: A002
                      groups=1, dilation=1):
     """Transposed convolution (PyTorch's ``conv_transpose2d``); weight ``(C_in, C_out/groups, kh, kw)``.
@@ -191,16 +195,17 @@ def _max_pool_scatter(g, best, shape, kernel, stride, padding):
     return index_add_to(g, (nn_, cc, rows, cols), shape)
 
 
+@tensor_args("input")
 def max_pool2d(input, kernel_size, stride=None, padding=0):  # noqa: A002
     """Max over each ``kernel_size`` window of an ``(N, C, H, W)`` input (PyTorch's ``max_pool2d``).
 
     ``stride`` defaults to the kernel size; ``padding`` (at most half the kernel) pads with -inf.
     """
     name = "max_pool2d"
-    check_tensor(name, "input", input, ndim=4)
-    kernel = pair(name, kernel_size, "kernel_size")
-    stride = kernel if stride is None else pair(name, stride, "stride")
-    padding = pair(name, padding, "padding")
+    check_tensor(name, "input", input, ndim=4, floating=True)
+    kernel = pair(name, kernel_size, "kernel_size", minimum=1)
+    stride = kernel if stride is None else pair(name, stride, "stride", minimum=1)
+    padding = pair(name, padding, "padding", minimum=0)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(f"{name}: padding {padding} must be at most half the kernel {kernel}")
     if input.shape[2] + 2 * padding[0] < kernel[0] or input.shape[3] + 2 * padding[1] < kernel[1]:
@@ -208,13 +213,14 @@ def max_pool2d(input, kernel_size, stride=None, padding=0):  # noqa: A002
     return MaxPool2d.apply(input, kernel, stride, padding)
 
 
+@tensor_args("input")
 def avg_pool2d(input, kernel_size, stride=None, padding=0):  # noqa: A002
     """Average over each window (zero padding counted, as PyTorch's default):
     a depthwise convolution with weight 1/(kh kw)."""
     name = "avg_pool2d"
-    check_tensor(name, "input", input, ndim=4)
-    kernel = pair(name, kernel_size, "kernel_size")
-    stride = kernel if stride is None else pair(name, stride, "stride")
+    check_tensor(name, "input", input, ndim=4, floating=True)
+    kernel = pair(name, kernel_size, "kernel_size", minimum=1)
+    stride = kernel if stride is None else pair(name, stride, "stride", minimum=1)
     c = input.shape[1]
     weight = Tensor._wrap(input.xp.full((c, 1) + kernel, 1.0 / (kernel[0] * kernel[1]),
                                         dtype=input.dtype))
@@ -252,6 +258,7 @@ class BlockSum(Function):
         return UpsampleNearest.apply(gg, ctx.inputs[1]), None
 
 
+@tensor_args("input")
 def interpolate(input, size=None, scale_factor=None, mode="nearest"):  # noqa: A002
     """Nearest-neighbour resizing of NCHW images (PyTorch's index rule
     ``src = floor(dst * in / out)``): blocks for integer factors, integer-array indexing otherwise."""
@@ -261,11 +268,15 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest"):  # noqa: A
         raise ValueError(f"{name}: only mode='nearest' is supported, got {mode!r}")
     h, w = input.shape[2:]
     if size is not None:
-        out_h, out_w = pair(name, size, "size")
+        out_h, out_w = pair(name, size, "size", minimum=1)
     elif scale_factor is not None:
         fh, fw = (scale_factor, scale_factor) if not isinstance(scale_factor, (tuple, list)) \
             else scale_factor
+        if not all(isinstance(f, numbers.Real) and not isinstance(f, bool) and f > 0 for f in (fh, fw)):
+            raise ValueError(f"{name}: scale_factor must be a positive number (or a pair), got {scale_factor!r}")
         out_h, out_w = int(h * fh), int(w * fw)
+        if min(out_h, out_w) < 1:
+            raise ValueError(f"{name}: scale_factor {scale_factor!r} shrinks {h}x{w} to nothing")
     else:
         raise ValueError(f"{name}: give either size or scale_factor")
     if out_h % h == 0 and out_w % w == 0:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
-from ._util import shape_of, sum_to_shape
+from ._util import shape_of, sum_to_shape, tensor_args
 
 
 def grad_for(x, make_grad):
@@ -52,10 +52,13 @@ def _check_devices(name, *operands):
         raise ValueError(f"{name}: operands are on different devices {sorted(devices)}")
 
 
-def _operand(x):
-    """Accept Tensors, Python numbers and arrays (arrays become constant tensors)."""
+def _operand(x, name, arg):
+    """Accept Tensors, Python numbers and arrays (arrays become constant tensors); anything else is a
+    ``TypeError`` naming the op and the argument."""
     if type(x) in _FAST_OPERANDS or isinstance(x, (Tensor, numbers.Number)):
         return x
+    if not hasattr(x, "dtype"):
+        raise TypeError(f"{name}: {arg} must be a Tensor, a number or an array, got {type(x).__name__}")
     return Tensor(x)
 
 
@@ -142,15 +145,15 @@ class Pow(Function):
 
 
 class Maximum(Function):
-    """Gradient goes to the larger input; ties split it evenly."""
+    """max(a, b) (or min, ``largest=False``): the gradient goes to the winning input; ties split it evenly."""
 
     @staticmethod
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, largest=True):
         a, b = _promote(a, b)
         xp = backend.array_module(a if hasattr(a, "shape") else b)
-        ctx.a_wins = xp.where(a > b, 1.0, xp.where(a == b, 0.5, 0.0)).astype(
+        ctx.a_wins = xp.where(a > b if largest else a < b, 1.0, xp.where(a == b, 0.5, 0.0)).astype(
             np.result_type(a, b))
-        return xp.maximum(a, b)
+        return xp.maximum(a, b) if largest else xp.minimum(a, b)
 
     @staticmethod
     def backward(ctx, g):
@@ -319,17 +322,22 @@ class Clone(Function):
 
 
 # --------------------------------------------------------------------------- public API
+def _apply_binary(fn, name, a, b, **options):
+    """``fn`` on two operands (Tensors, numbers or arrays) that broadcast together."""
+    a, b = _operand(a, name, "a"), _operand(b, name, "b")
+    _check_devices(name, a, b)
+    try:
+        return fn.apply(a, b, **options)
+    except ValueError as err:  # NumPy's broadcasting error, restated for the op
+        if "broadcast" not in str(err):
+            raise
+        raise ValueError(f"{name}: shapes {shape_of(a)} and {shape_of(b)} cannot be "
+                         "broadcast together") from None
+
+
 def _binary(fn, name):
     def op(a, b):
-        a, b = _operand(a), _operand(b)
-        _check_devices(name, a, b)
-        try:
-            return fn.apply(a, b)
-        except ValueError as err:  # NumPy's broadcasting error, restated for the op
-            if "broadcast" not in str(err):
-                raise
-            raise ValueError(f"{name}: shapes {shape_of(a)} and {shape_of(b)} cannot be "
-                             "broadcast together") from None
+        return _apply_binary(fn, name, a, b)
 
     op.__name__ = name
     op.__doc__ = fn.__doc__
@@ -345,60 +353,71 @@ maximum = _binary(Maximum, "maximum")
 
 
 def minimum(a, b):
-    """min(a, b) = -max(-a, -b)."""
-    return neg(maximum(neg(_operand(a)), neg(_operand(b))))
+    """min(a, b), element-wise; the gradient goes to the smaller input (ties split it evenly)."""
+    return _apply_binary(Maximum, "minimum", a, b, largest=False)
 
 
+@tensor_args("x")
 def neg(x):
     """Element-wise negation ``-x``."""
     return Neg.apply(x)
 
 
+@tensor_args("x")
 def exp(x):
     """Element-wise exponential e^x."""
     return Exp.apply(x)
 
 
+@tensor_args("x")
 def log(x):
     """Element-wise natural logarithm."""
     return Log.apply(x)
 
 
+@tensor_args("x")
 def sin(x):
     """Element-wise sine."""
     return Sin.apply(x)
 
 
+@tensor_args("x")
 def cos(x):
     """Element-wise cosine."""
     return Cos.apply(x)
 
 
+@tensor_args("x")
 def sqrt(x):
     """Element-wise square root."""
     return Sqrt.apply(x)
 
 
+@tensor_args("x")
 def abs(x):  # noqa: A001 - PyTorch's name
     """Element-wise absolute value (its gradient at 0 is 0, as in PyTorch)."""
     return Abs.apply(x)
 
 
+@tensor_args("x")
 def square(x):
     """Element-wise ``x * x``."""
     return mul(x, x)
 
 
+@tensor_args("x")
 def rsqrt(x):
     """Element-wise ``1 / sqrt(x)``."""
     return div(1.0, sqrt(x))
 
 
+@tensor_args("x")
 def reciprocal(x):
     """Element-wise ``1 / x``."""
     return div(1.0, x)
 
 
+@tensor_args("x")
 def clamp(x, min=None, max=None):  # noqa: A002 - PyTorch's names
     """Clip to [min, max]; tensor bounds are handled as maximum/minimum."""
     if isinstance(min, Tensor):
@@ -416,28 +435,34 @@ clip = clamp
 def where(condition, a, b):
     """Element-wise ``a if condition else b`` (all three broadcast)."""
     cond = condition.data if isinstance(condition, Tensor) else condition
+    if not hasattr(cond, "dtype"):
+        raise TypeError(f"where: condition must be a Tensor or an array, got {type(condition).__name__}")
     if getattr(cond, "dtype", None) != np.bool_:
         cond = backend.array_module(cond).asarray(cond).astype(bool)
-    a, b = _operand(a), _operand(b)
+    a, b = _operand(a, "where", "a"), _operand(b, "where", "b")
     _check_devices("where", a, b)
     return Where.apply(cond, a, b)
 
 
+@tensor_args("x")
 def cast(x, dtype):
     """``x`` converted to ``dtype``; the gradient is cast back to ``x``'s dtype (see :meth:`Tensor.to`)."""
     return Cast.apply(x, dtype)
 
 
+@tensor_args("x")
 def to_device(x, device):
     """A copy of ``x`` on ``device``; the gradient is copied back to ``x``'s device."""
     return ToDevice.apply(x, device)
 
 
+@tensor_args("x")
 def clone(x):
     """A copy with its own memory that stays in the graph (gradients flow back to the original)."""
     return Clone.apply(x)
 
 
+@tensor_args("x")
 def sign(x):
     """Element-wise sign (no gradient: the derivative is 0 almost everywhere)."""
     return Tensor._wrap(x.xp.sign(x.data))
@@ -451,21 +476,25 @@ def compare(name, a, b):
     return Tensor._wrap(getattr(xp, name)(a, b))
 
 
+@tensor_args("x")
 def logical_not(x):
     """Element-wise logical not (``~x``) as a boolean tensor; no gradient."""
     return Tensor._wrap(x.xp.logical_not(x.data))
 
 
+@tensor_args("x")
 def isnan(x):
     """A boolean tensor, True where ``x`` is NaN."""
     return Tensor._wrap(x.xp.isnan(x.data))
 
 
+@tensor_args("x")
 def isinf(x):
     """A boolean tensor, True where ``x`` is +inf or -inf."""
     return Tensor._wrap(x.xp.isinf(x.data))
 
 
+@tensor_args("x")
 def isfinite(x):
     """A boolean tensor, True where ``x`` is neither NaN nor infinite."""
     return Tensor._wrap(x.xp.isfinite(x.data))

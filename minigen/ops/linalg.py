@@ -6,7 +6,7 @@ summed over any batch dims that broadcasting added.
 from __future__ import annotations
 
 from ..autograd import Function, Tensor
-from ._util import check_tensor, sum_to_shape
+from ._util import check_tensor, sum_to_shape, tensor_args
 
 
 class MatMul(Function):
@@ -24,6 +24,7 @@ class MatMul(Function):
         return ga, gb
 
 
+@tensor_args("a", "b")
 def matmul(a, b):
     """``a @ b`` with PyTorch's rules: 1-d operands are promoted to matrices
     (and the added dim removed), leading dims broadcast."""
@@ -69,6 +70,7 @@ class Linear(Function):
         return gx, gw, gb
 
 
+@tensor_args("input", "weight", "bias")
 def linear(input, weight, bias=None):  # noqa: A002 - PyTorch's name
     """:math:`y = x W^\top + b` with ``weight`` of shape ``(out_features, in_features)``.
 
@@ -88,6 +90,7 @@ def linear(input, weight, bias=None):  # noqa: A002 - PyTorch's name
     return y.reshape(*input.shape[:-1], weight.shape[0])
 
 
+@tensor_args("a", "b")
 def bmm(a, b):
     """Batched matrix product of 3-d tensors, ``(B, n, m) @ (B, m, p) -> (B, n, p)`` (``torch.bmm``)."""
     check_tensor("bmm", "input", a, ndim=3)
@@ -95,6 +98,7 @@ def bmm(a, b):
     return matmul(a, b)
 
 
+@tensor_args("a", "b")
 def outer(a, b):
     """Outer product ``out[i, j] = a[i] * b[j]`` (``torch.outer``; the inputs are flattened first)."""
     return a.reshape(-1, 1) * b.reshape(1, -1)
@@ -173,6 +177,8 @@ class Einsum(Function):
 
 def einsum(equation, *operands):
     """Einstein summation, e.g. ``einsum('bhqd,bhkd->bhqk', q, k)``."""
+    if not isinstance(equation, str):
+        raise TypeError(f"einsum: equation must be a string like 'ij,jk->ik', got {equation!r}")
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     operands = [o if isinstance(o, Tensor) else Tensor(o) for o in operands]

@@ -10,6 +10,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Function, Tensor
 from .activations import log_softmax, sigmoid, softplus
+from ._util import tensor_args
 
 
 def _reduce(name, loss, reduction):
@@ -30,6 +31,7 @@ def _check_same_shape(name, input, target):  # noqa: A002
                          "must match")
 
 
+@tensor_args("input", "target")
 def mse_loss(input, target, reduction="mean"):  # noqa: A002
     """:math:`(x - y)^2`."""
     _check_same_shape("mse_loss", input, target)
@@ -37,12 +39,14 @@ def mse_loss(input, target, reduction="mean"):  # noqa: A002
     return _reduce("mse_loss", diff * diff, reduction)
 
 
+@tensor_args("input", "target")
 def l1_loss(input, target, reduction="mean"):  # noqa: A002
     """:math:`|x - y|`."""
     _check_same_shape("l1_loss", input, target)
     return _reduce("l1_loss", (input - target).abs(), reduction)
 
 
+@tensor_args("input", "target", "weight")
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):  # noqa: A002
     """:math:`-[y\\log p + (1-y)\\log(1-p)]` with the logs clamped at -100 (as PyTorch),
     so p = 0 or 1 gives a finite loss."""
@@ -57,6 +61,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):  # noqa:
     return _reduce(name, loss, reduction)
 
 
+@tensor_args("input", "target", "weight", "pos_weight")
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",  # noqa: A002
                                      pos_weight=None):
     """BCE on logits x, stably: :math:`\\mathrm{softplus}(x) - xy`, with ``pos_weight`` w:
@@ -72,6 +77,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     return _reduce(name, loss, reduction)
 
 
+@tensor_args("input", "target", "weight")
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):  # noqa: A002
     """Negative log-likelihood of class ``target`` under log-probabilities ``input``
     of shape (N, C) or (N, C, d1, ...). With class weights w, 'mean' divides by the
@@ -105,6 +111,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):  
     return _reduce(name, loss, reduction)
 
 
+@tensor_args("input", "target", "weight")
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",  # noqa: A002
                   label_smoothing=0.0):
     """Cross-entropy of logits ``input`` (N, C, ...) against class indices, or
@@ -141,6 +148,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     return (1 - label_smoothing) * loss + (label_smoothing / c) * smooth
 
 
+@tensor_args("input", "target")
 def kl_div(input, target, reduction="mean", log_target=False):  # noqa: A002
     """KL(target || p) with ``input`` = log p, pointwise :math:`y(\\log y - x)`."""
     if log_target:
@@ -170,6 +178,7 @@ class BernoulliLogLikelihood(Function):
         return grad_logits, grad_x
 
 
+@tensor_args("logits", "target")
 def bernoulli_log_likelihood(logits, target):
     r"""Per-example :math:`\log p(x\mid\ell) = \sum_d x_d\ell_d - \mathrm{softplus}(\ell_d)`, fused.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function, Tensor, is_grad_enabled, no_grad
-from ._util import check_tensor
+from ._util import check_int, check_tensor, tensor_args
 
 
 def _standardize(x, axes, eps):
@@ -38,11 +38,15 @@ def _affine(y, weight, bias, channel_axis=1):
 
 
 def _check_channels(name, arg, t, channels):
+    """``t`` is None or a Tensor of shape ``(channels,)`` (a per-channel weight, bias or statistic)."""
+    if t is not None and not isinstance(t, Tensor):
+        raise TypeError(f"{name}: {arg} must be a Tensor or None, got {type(t).__name__}")
     if t is not None and t.shape != (channels,):
         raise ValueError(f"{name}: {arg} must have shape ({channels},) for an input with "
                          f"{channels} channels, got {t.shape}")
 
 
+@tensor_args("input", "weight", "bias")
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,  # noqa: A002
                momentum=0.1, eps=1e-5):
     """Batch normalisation over (N, *spatial) per channel (Ioffe & Szegedy 2015).
@@ -58,6 +62,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     for arg, t in (("running_mean", running_mean), ("running_var", running_var),
                    ("weight", weight), ("bias", bias)):
         _check_channels(name, arg, t, c)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{name}: give both running_mean and running_var, or neither")
     axes = (0,) + tuple(range(2, input.ndim))
     if training:
         n = input.numel() // c
@@ -82,6 +88,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return _affine(y, weight, bias)
 
 
+@tensor_args("input", "weight", "bias")
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):  # noqa: A002
     """Layer normalisation over the last ``len(normalized_shape)`` dims (Ba et al. 2016)."""
     name = "layer_norm"
@@ -102,12 +109,14 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):  # no
     return y
 
 
+@tensor_args("input", "weight", "bias")
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):  # noqa: A002
     """Group normalisation: channels split into ``num_groups`` groups, statistics per
     (sample, group) (Wu & He 2018)."""
     name = "group_norm"
     check_tensor(name, "input", input, ndim=(2, 3, 4, 5), floating=True)
     n, c = input.shape[:2]
+    num_groups = check_int(name, "num_groups", num_groups, minimum=1)
     if c % num_groups:
         raise ValueError(f"{name}: {c} channels are not divisible by num_groups={num_groups}")
     for arg, t in (("weight", weight), ("bias", bias)):
@@ -158,6 +167,7 @@ def _group_norm_backward_differentiable(x, weight, g, groups, eps):
     return dx.reshape(*x.shape), (g * xhat.reshape(*x.shape)).sum(dim=axes), g.sum(dim=axes)
 
 
+@tensor_args("input", "running_mean", "running_var", "weight", "bias")
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,  # noqa: A002
                   use_input_stats=True, momentum=0.1, eps=1e-5):
     """Instance normalisation: statistics per (sample, channel) over the spatial dims
@@ -186,6 +196,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     return _affine(y, weight, bias)
 
 
+@tensor_args("input")
 def normalize(input, p=2.0, dim=1, eps=1e-12):  # noqa: A002
     """Divide by the L_p norm along ``dim`` (at least ``eps``)."""
     norm = (input.abs() ** p).sum(dim=dim, keepdim=True) ** (1.0 / p)

@@ -12,7 +12,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ._util import reduction_dims
+from ._util import reduction_dims, tensor_args
 
 
 def _restore_dims(g: Tensor, axes, keepdim) -> Tensor:
@@ -54,20 +54,21 @@ class Mean(Function):
         return _restore_dims(g, ctx.axes, ctx.keepdim).expand(*x.shape) / n, None, None
 
 
-class Max(Function):
-    """The gradient goes to the maximal entries (shared evenly between ties)."""
+class Extreme(Function):
+    """max (``largest``) or min over ``axes``: the gradient goes to the extreme entries (shared evenly
+    between ties). Computed as such, not as −max(−x), which would wrap around for unsigned integers."""
 
     @staticmethod
-    def forward(ctx, a, axes, keepdim):
+    def forward(ctx, a, axes, keepdim, largest=True):
         ctx.axes, ctx.keepdim = axes, keepdim
-        out = a.max(axis=axes, keepdims=True)
+        out = a.max(axis=axes, keepdims=True) if largest else a.min(axis=axes, keepdims=True)
         winners = (a == out).astype(a.dtype)
         ctx.share = winners / winners.sum(axis=axes, keepdims=True)
         return out if keepdim else out.squeeze(axis=axes)
 
     @staticmethod
     def backward(ctx, g):
-        return _restore_dims(g, ctx.axes, ctx.keepdim) * ctx.share, None, None
+        return _restore_dims(g, ctx.axes, ctx.keepdim) * ctx.share, None, None, None
 
 
 def _check_nonempty(name, x, axes):
@@ -75,6 +76,7 @@ def _check_nonempty(name, x, axes):
         raise ValueError(f"{name}: cannot reduce over an empty dimension (shape {x.shape})")
 
 
+@tensor_args("x")
 def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):  # noqa: A001
     """Sum over ``dim`` (an int or a tuple; all dims by default).
 
@@ -87,6 +89,7 @@ def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):  #
     return out if dtype is None else out.to(dtype=dtype)
 
 
+@tensor_args("x")
 def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     """Mean over ``dim`` (an int or a tuple; all dims by default); raises ``TypeError`` for a non-floating tensor."""
     axes, keepdim = reduction_dims("mean", x.ndim, dim, keepdim, axis, keepdims)
@@ -95,6 +98,7 @@ def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     return Mean.apply(x, axes, keepdim)
 
 
+@tensor_args("x")
 def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None, keepdims=None):
     """Variance :math:`\\frac{1}{n-c}\\sum_i (x_i-\\bar x)^2` with ``correction`` c (default 1).
 
@@ -108,6 +112,7 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None
     return Sum.apply(centred * centred, axes, keepdim) / builtins.max(n - correction, 0)
 
 
+@tensor_args("x")
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None, axis=None, keepdims=None):
     """Standard deviation: the square root of :func:`var`, with the same arguments (``correction`` defaults to 1)."""
     return var(x, dim, unbiased, keepdim, correction=correction, axis=axis,
@@ -122,9 +127,7 @@ def _extreme(name, x, dim, keepdim, axis, keepdims, sign):
     by_dim = dim is not None or axis is not None
     axes, keepdim = reduction_dims(name, x.ndim, dim, keepdim, axis, keepdims)
     _check_nonempty(name, x, axes)
-    source = x if sign > 0 else -x
-    values = Max.apply(source, axes, keepdim)
-    values = values if sign > 0 else -values
+    values = Extreme.apply(x, axes, keepdim, sign > 0)
     if not by_dim or len(axes) != 1:
         return values
     pick = x.xp.argmax if sign > 0 else x.xp.argmin
@@ -134,6 +137,7 @@ def _extreme(name, x, dim, keepdim, axis, keepdims, sign):
     return MaxResult(values, Tensor._wrap(indices))
 
 
+@tensor_args("x")
 def max(x, dim=None, keepdim=False, *, axis=None, keepdims=None):  # noqa: A001
     """max over all elements, or ``(values, indices)`` along ``dim`` like PyTorch."""
     if isinstance(dim, Tensor):  # torch.max(a, b) is the element-wise maximum
@@ -143,6 +147,7 @@ def max(x, dim=None, keepdim=False, *, axis=None, keepdims=None):  # noqa: A001
     return _extreme("max", x, dim, keepdim, axis, keepdims, +1)
 
 
+@tensor_args("x")
 def min(x, dim=None, keepdim=False, *, axis=None, keepdims=None):  # noqa: A001
     """min over all elements, or ``(values, indices)`` along ``dim`` like PyTorch; ``min(a, b)`` with a tensor ``b``
     is the element-wise :func:`minimum`."""
@@ -153,20 +158,25 @@ def min(x, dim=None, keepdim=False, *, axis=None, keepdims=None):  # noqa: A001
     return _extreme("min", x, dim, keepdim, axis, keepdims, -1)
 
 
+@tensor_args("x")
 def amax(x, dim=None, keepdim=False):
     """Maximum over ``dim`` (an int or a tuple; all dims by default), values only (``torch.amax``); ties share
     the gradient evenly."""
     axes, keepdim = reduction_dims("amax", x.ndim, dim, keepdim)
-    return Max.apply(x, axes, keepdim)
+    _check_nonempty("amax", x, axes)
+    return Extreme.apply(x, axes, keepdim, True)
 
 
+@tensor_args("x")
 def amin(x, dim=None, keepdim=False):
     """Minimum over ``dim`` (an int or a tuple; all dims by default), values only (``torch.amin``); ties share
     the gradient evenly."""
     axes, keepdim = reduction_dims("amin", x.ndim, dim, keepdim)
-    return -Max.apply(-x, axes, keepdim)
+    _check_nonempty("amin", x, axes)
+    return Extreme.apply(x, axes, keepdim, False)
 
 
+@tensor_args("x")
 def logsumexp(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     """:math:`\\log\\sum_i e^{x_i} = m + \\log\\sum_i e^{x_i-m}` with m = max x (stable).
 
@@ -195,6 +205,7 @@ class Cumsum(Function):
         return Cumsum.apply(g.flip(ctx.axis), ctx.axis).flip(ctx.axis), None
 
 
+@tensor_args("x")
 def cumsum(x, dim):
     """Cumulative sum along ``dim`` (PyTorch's ``torch.cumsum``)."""
     from ._util import normalize_dim
@@ -203,6 +214,7 @@ def cumsum(x, dim):
     return Cumsum.apply(x, normalize_dim("cumsum", dim, x.ndim))
 
 
+@tensor_args("x")
 def argmax(x, dim=None, keepdim=False):
     """Indices of the maxima along ``dim`` (the first one on ties), or the index into the flattened tensor
     (a 0-d tensor) when ``dim`` is None; no gradient."""
@@ -212,16 +224,19 @@ def argmax(x, dim=None, keepdim=False):
     return Tensor._wrap(x.xp.expand_dims(idx, dim) if keepdim else idx)
 
 
+@tensor_args("x")
 def argmin(x, dim=None, keepdim=False):
     """Indices of the minima along ``dim``, or into the flattened tensor; see :func:`argmax`."""
     return argmax(-x, dim, keepdim)
 
 
+@tensor_args("x")
 def all(x):  # noqa: A001
     """Whether every element is true (non-zero), as a Python bool."""
     return bool(x.xp.all(x.data))
 
 
+@tensor_args("x")
 def any(x):  # noqa: A001
     """Whether any element is true (non-zero), as a Python bool."""
     return bool(x.xp.any(x.data))

@@ -4,8 +4,10 @@ from __future__ import annotations
 from ..autograd import Tensor
 from ..random import generator
 from .elementwise import where
+from ._util import tensor_args
 
 
+@tensor_args("input")
 def dropout(input, p=0.5, training=True):  # noqa: A002
     """Zero each element with probability p and scale the rest by 1/(1-p) (inverted
     dropout), so the expectation is unchanged; identity when not training."""
@@ -19,6 +21,7 @@ def dropout(input, p=0.5, training=True):  # noqa: A002
     return input * (keep.astype(input.dtype) / (1.0 - p))
 
 
+@tensor_args("input", "weight")
 def embedding(input, weight, padding_idx=None):  # noqa: A002
     """Rows of ``weight`` picked by integer ``input``; the row ``padding_idx``
     receives no gradient."""
@@ -38,6 +41,7 @@ def embedding(input, weight, padding_idx=None):  # noqa: A002
     return out
 
 
+@tensor_args("tensor")
 def one_hot(tensor, num_classes=-1):
     """Integer classes -> int64 one-hot vectors along a new last dim."""
     idx = tensor.data

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Function, Tensor
-from ._util import normalize_dim, sum_to_shape
+from ._util import check_int, check_tensor, normalize_dim, sum_to_shape, tensor_args
 
 
 # --------------------------------------------------------------------------- views
@@ -72,6 +72,7 @@ def _resolve_shape(name, numel, shape):
     return shape
 
 
+@tensor_args("x")
 def reshape(x, *shape):
     """The same values in a new shape, given as ints or one tuple; one size may be -1 (inferred).
 
@@ -83,11 +84,13 @@ def reshape(x, *shape):
     return Reshape.apply(x, shape)
 
 
+@tensor_args("x")
 def view(x, *shape):
     """Same as :func:`reshape` (PyTorch's ``view``, without its contiguity requirement)."""
     return reshape(x, *shape)
 
 
+@tensor_args("x")
 def permute(x, *dims):
     """Reorder the dims, given as ints or one sequence (``torch.permute``); raises ``ValueError`` unless they are
     a permutation of all dims."""
@@ -99,6 +102,7 @@ def permute(x, *dims):
     return Permute.apply(x, axes)
 
 
+@tensor_args("x")
 def transpose(x, dim0, dim1):
     """Swap dims ``dim0`` and ``dim1`` (``torch.transpose``)."""
     axes = list(range(x.ndim))
@@ -107,11 +111,13 @@ def transpose(x, dim0, dim1):
     return Permute.apply(x, tuple(axes))
 
 
+@tensor_args("x")
 def swapaxes(x, axis0, axis1):
     """Swap two dims (NumPy's name for :func:`transpose`)."""
     return transpose(x, axis0, axis1)
 
 
+@tensor_args("x")
 def movedim(x, source, destination):
     """Move dim ``source`` to position ``destination``, keeping the other dims in order (``torch.movedim``)."""
     axes = list(range(x.ndim))
@@ -122,6 +128,7 @@ def movedim(x, source, destination):
     return Permute.apply(x, tuple(axes))
 
 
+@tensor_args("x")
 def flatten(x, start_dim=0, end_dim=-1):
     """Merge dims ``start_dim`` to ``end_dim`` into one (``torch.flatten``); a 0-d tensor becomes 1-d."""
     if x.ndim == 0:
@@ -131,12 +138,14 @@ def flatten(x, start_dim=0, end_dim=-1):
     return x.reshape(*x.shape[:s], -1, *x.shape[e + 1:]) if s <= e else x
 
 
+@tensor_args("x")
 def unflatten(x, dim, sizes):
     """Split dim ``dim`` into dims of the given ``sizes`` (``torch.unflatten``)."""
     d = normalize_dim("unflatten", dim, x.ndim)
     return x.reshape(*x.shape[:d], *sizes, *x.shape[d + 1:])
 
 
+@tensor_args("x")
 def squeeze(x, dim=None):
     """Remove size-1 dims: all of them, or those among ``dim`` (an int or a tuple); listed dims of other sizes
     are kept, as in PyTorch."""
@@ -147,12 +156,14 @@ def squeeze(x, dim=None):
     return x.reshape(*[n for i, n in enumerate(x.shape) if not (i in dims and n == 1)])
 
 
+@tensor_args("x")
 def unsqueeze(x, dim):
     """Insert a size-1 dim at position ``dim`` (from ``-ndim-1`` to ``ndim``)."""
     d = normalize_dim("unsqueeze", dim, x.ndim, extra=1)
     return x.reshape(*x.shape[:d], 1, *x.shape[d:])
 
 
+@tensor_args("x")
 def expand(x, *shape):
     """Broadcast size-1 dims (and new leading dims) to ``shape``; -1 keeps a dim's size (``Tensor.expand``).
 
@@ -163,6 +174,9 @@ def expand(x, *shape):
     lead = len(shape) - x.ndim
     if lead < 0:
         raise ValueError(f"expand: cannot expand shape {x.shape} to fewer dims {shape}")
+    for i, s in enumerate(shape):
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < (-1 if i >= lead else 0):
+            raise ValueError(f"expand: sizes must be non-negative ints (or -1 for an existing dim), got {shape}")
     target = tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape))
     for i, n in enumerate(x.shape):
         if n != 1 and n != target[lead + i]:
@@ -174,21 +188,25 @@ def expand(x, *shape):
     return Expand.apply(x, target)
 
 
+@tensor_args("x")
 def broadcast_to(x, shape):
     """Broadcast ``x`` to ``shape`` (:func:`expand` with the shape as one tuple)."""
     return expand(x, *shape)
 
 
+@tensor_args("x", "other")
 def expand_as(x, other):
     """``x`` expanded to ``other``'s shape."""
     return expand(x, *other.shape)
 
 
+@tensor_args("x", "other")
 def view_as(x, other):
     """``x`` reshaped to ``other``'s shape."""
     return reshape(x, *other.shape)
 
 
+@tensor_args("x", "other")
 def reshape_as(x, other):
     """``x`` reshaped to ``other``'s shape."""
     return reshape(x, *other.shape)
@@ -260,6 +278,7 @@ class IndexAdd(Function):
         return gg[ctx.inputs[1]], None, None
 
 
+@tensor_args("x")
 def getitem(x, index):
     """``x[index]`` with NumPy's indexing: ints, slices, ``None``, ``...``, and integer or boolean tensors, arrays
     or lists.
@@ -287,6 +306,7 @@ def _along_axis_index(index, dim):
     return tuple(grids)
 
 
+@tensor_args("x")
 def gather(x, dim, index):
     """``out[i][j] = x[i][index[i][j]]`` along ``dim`` (PyTorch's gather).
 
@@ -294,6 +314,8 @@ def gather(x, dim, index):
     """
     d = normalize_dim("gather", dim, x.ndim)
     idx = index.data if isinstance(index, Tensor) else index
+    if not hasattr(idx, "ndim"):
+        raise TypeError(f"gather: index must be an integer Tensor, got {type(index).__name__}")
     if idx.ndim != x.ndim:
         raise ValueError(
             f"gather: index must have as many dims as input ({x.ndim}), got shape {tuple(idx.shape)}")
@@ -302,11 +324,13 @@ def gather(x, dim, index):
     return GetItem.apply(x, _along_axis_index(idx, d))
 
 
+@tensor_args("x")
 def take_along_dim(x, indices, dim):
     """Values of ``x`` at ``indices`` along ``dim`` (``torch.take_along_dim``): :func:`gather` reordered."""
     return gather(x, dim, indices)
 
 
+@tensor_args("x")
 def masked_fill(x, mask, value):
     """``value`` where ``mask`` is True, ``x`` elsewhere (``mask`` broadcasts), as ``Tensor.masked_fill``."""
     from .elementwise import where
@@ -342,6 +366,8 @@ def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
+    for i, t in enumerate(tensors):
+        check_tensor("cat", f"tensors[{i}]", t)
     ref = tensors[0]
     d = normalize_dim("cat", dim, ref.ndim)
     for i, t in enumerate(tensors):
@@ -364,6 +390,7 @@ def stack(tensors, dim=0):
     if not tensors:
         raise ValueError("stack: expected a non-empty list of tensors")
     for i, t in enumerate(tensors):
+        check_tensor("stack", f"tensors[{i}]", t)
         if t.shape != tensors[0].shape:
             raise ValueError(
                 f"stack: tensors[{i}] has shape {t.shape} but tensors[0] has shape {tensors[0].shape}")
@@ -371,6 +398,7 @@ def stack(tensors, dim=0):
     return cat([unsqueeze(t, d) for t in tensors], dim=d)
 
 
+@tensor_args("x")
 def split(x, split_size_or_sections, dim=0):
     """Split into pieces of ``split_size`` (last may be smaller) or of the given sizes."""
     d = normalize_dim("split", dim, x.ndim)
@@ -391,19 +419,23 @@ def split(x, split_size_or_sections, dim=0):
     return tuple(pieces)
 
 
+@tensor_args("x")
 def chunk(x, chunks, dim=0):
     """Split into ``chunks`` pieces of equal size along ``dim`` (``torch.chunk``): the last may be smaller,
     and there may be fewer than ``chunks``."""
     d = normalize_dim("chunk", dim, x.ndim)
+    chunks = check_int("chunk", "chunks", chunks, minimum=1)
     return split(x, max(1, math.ceil(x.shape[d] / chunks)), d)
 
 
+@tensor_args("x")
 def unbind(x, dim=0):
     """The slices along ``dim``, each without that dim, as a tuple of tensors (``torch.unbind``)."""
     d = normalize_dim("unbind", dim, x.ndim)
     return tuple(x[(slice(None),) * d + (i,)] for i in range(x.shape[d]))
 
 
+@tensor_args("x")
 def flip(x, dims):
     """Reverse the order of elements along the given dim or dims (``torch.flip``)."""
     dims = (dims,) if isinstance(dims, numbers.Integral) else tuple(dims)
@@ -411,6 +443,7 @@ def flip(x, dims):
     return x[tuple(slice(None, None, -1) if i in dims else slice(None) for i in range(x.ndim))]
 
 
+@tensor_args("x")
 def repeat(x, *sizes):
     """Tile ``x`` ``sizes[i]`` times along each dim (PyTorch's ``repeat``)."""
     if len(sizes) == 1 and not isinstance(sizes[0], numbers.Integral):
@@ -426,6 +459,7 @@ def repeat(x, *sizes):
     return expanded.reshape(*[r * n for r, n in zip(sizes, x.shape)])
 
 
+@tensor_args("x")
 def repeat_interleave(x, repeats, dim=0):
     """Repeat each element ``repeats`` (an int) times in a row along ``dim`` (``torch.repeat_interleave``)."""
     d = normalize_dim("repeat_interleave", dim, x.ndim)
@@ -451,6 +485,7 @@ class ConstantPad(Function):
 _PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
+@tensor_args("x")
 def pad(x, pad, mode="constant", value=0.0):  # noqa: A002 - PyTorch's name
     """Pad the last ``len(pad)//2`` dims; ``pad = (left, right, top, bottom, ...)``
     starts from the last dim, as in ``torch.nn.functional.pad``.
