@@ -13,6 +13,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 
@@ -259,26 +261,50 @@ def rbm_epochs(case=None, lr=0.01):
     return mine, sklearn, _twin("rbm_cd1_epoch", x, n_hidden, batch, lr)
 
 
-def peak_memory_mb(fn):
-    """Peak resident memory, in MB, that one call of ``fn`` adds on top of what is resident before it
-    (Linux: the high-water mark is reset through ``/proc/self/clear_refs``); None elsewhere."""
-    def status(key):
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key))
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = status("VmRSS")
-    except OSError:
-        return None
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key))
+
+
+def _closures(name: str, case):
+    """``{"minigen": fn, "torch": fn, ...}`` of the step or epoch case ``name`` (None where not installed)."""
+    if name == "rbm":
+        mine, sklearn, torch = rbm_epochs(case)
+        return {"minigen": mine, "sklearn": sklearn, "torch": torch}
+    make = _step_cases()[name][0]
+    mine, theirs = make(case)
+    return {"minigen": mine, "torch": theirs}
+
+
+def memory_probe(name: str, side: str, case) -> None:
+    """In a fresh process: build case ``name``'s models, then print (JSON) the peak resident memory that
+    two calls of ``side``'s step add — activations, gradients, optimizer state, workspaces."""
+    fn = _closures(name, tuple(case))[side]
+    before = _status_mb("VmRSS")
     fn()
-    return max(0.0, status("VmHWM") - before)
+    fn()
+    print(json.dumps({"peak_mb": max(0.0, _status_mb("VmHWM") - before)}))
 
 
-def run_pair(name, mine, theirs, other: str, target: float, repeat=3, rounds=3, settle=1.0, log=print) -> dict:
+def peak_memory_mb(name: str, side: str, case) -> float | None:
+    """:func:`memory_probe` run in a fresh process (so that memory freed by earlier cases cannot hide this
+    one's); None where ``/proc`` is missing or the probe fails."""
+    if not os.path.exists("/proc/self/status"):
+        return None
+    code = "import json, sys; from minigen.bench import memory_probe; memory_probe(*json.loads(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", code, json.dumps([name, side, list(case)])],
+                          capture_output=True, text=True)
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
+    except (IndexError, ValueError, KeyError):
+        return None
+
+
+def run_pair(name, mine, theirs, other: str, target: float, repeat=3, rounds=3, settle=1.0, log=print,
+             probe=None) -> dict:
     """Best-of-rounds medians of two closures doing the same work, alternating so noise hits both:
-    minigen's and another library's (``other`` names its column; ``theirs`` None when not installed),
-    and the peak memory one call of each adds."""
+    minigen's and another library's (``other`` names its column; ``theirs`` None when not installed);
+    with ``probe=(case name, case)`` also the peak memory of a step of each (:func:`peak_memory_mb`)."""
     row = {"case": name}
     best_mine, best_theirs = float("inf"), float("inf")
     for _ in range(rounds):
@@ -286,12 +312,13 @@ def run_pair(name, mine, theirs, other: str, target: float, repeat=3, rounds=3, 
         if theirs is not None:
             best_theirs = min(best_theirs, median_time(theirs, repeat, warmup=1, settle=settle))
     row["minigen_ms"] = 1e3 * best_mine
-    row["minigen_peak_mb"] = peak_memory_mb(mine)
     if theirs is not None:
-        row.update({f"{other}_ms": 1e3 * best_theirs, "ratio": best_mine / best_theirs, "target": target,
-                    f"{other}_peak_mb": peak_memory_mb(theirs)})
-    memory = (f" {row['minigen_peak_mb']:>8.1f} {row.get(other + '_peak_mb') or 0:>8.1f}"
-              if row["minigen_peak_mb"] is not None else "")
+        row.update({f"{other}_ms": 1e3 * best_theirs, "ratio": best_mine / best_theirs, "target": target})
+    if probe is not None:
+        row["minigen_peak_mb"] = peak_memory_mb(probe[0], "minigen", probe[1])
+        row[f"{other}_peak_mb"] = peak_memory_mb(probe[0], other, probe[1]) if theirs is not None else None
+    memory = "".join(f" {row[key]:>8.1f}" if row.get(key) is not None else f" {'-':>8}"
+                     for key in ("minigen_peak_mb", f"{other}_peak_mb") if probe is not None)
     log(f"{row['case']:<10} {row['minigen_ms']:>11.2f} "
         + (f"{row[other + '_ms']:>11.2f} {row['ratio']:>7.2f}x {row['target']:>7.2f}x" if theirs else "-")
         + memory)
@@ -304,7 +331,7 @@ def run_rbm_case(repeat=3, rounds=3, settle=1.0, case=None, log=print, against="
     mine, sklearn, torch = rbm_epochs(case)
     theirs, target = (sklearn, RBM_TARGET) if against == "sklearn" else (torch, 1.0)
     return run_pair(case[0] if against == "sklearn" else "rbm-torch", mine, theirs, against, target,
-                    repeat, rounds, settle, log)
+                    repeat, rounds, settle, log, probe=("rbm", case))
 
 
 def dcgan_steps(case=None):
@@ -636,7 +663,8 @@ def _step_cases() -> dict:
             "mlp-20x16": (overhead_steps, OVERHEAD_CASE, OVERHEAD_TARGET)}
 
 
-STEP_HEADER = f"{'case':<10} {'minigen ms':>11} {'torch ms':>11} {'ratio':>8} {'target':>8} {'mg MB':>8} {'torch MB':>8}"
+STEP_HEADER = (f"{'case':<10} {'minigen ms':>11} {'torch ms':>11} {'ratio':>8} {'target':>8} {'mg MB':>8} "
+               f"{'torch MB':>8}")
 
 
 def run_step_cases(names, repeat=3, rounds=3, log=print) -> list:
@@ -646,7 +674,7 @@ def run_step_cases(names, repeat=3, rounds=3, log=print) -> list:
         make, case, target = cases[name]
         mine, theirs = make(case)
         reps = repeat if name != "mlp-20x16" else 50 * repeat
-        rows.append(run_pair(case[0], mine, theirs, "torch", target, reps, rounds, log=log))
+        rows.append(run_pair(case[0], mine, theirs, "torch", target, reps, rounds, log=log, probe=(name, case)))
     return rows
 
 
@@ -707,7 +735,7 @@ def run_bench(args) -> int:
              "all": list(_step_cases())}.get(args.suite, [])
     if steps and cpu:
         print(f"\none training step (loss, backward, Adam) against the same network in PyTorch, same thread "
-              f"count; mlp-20x16: forward + backward only; MB: peak memory one step adds")
+              f"count; mlp-20x16: forward + backward only; MB: peak memory two steps add to the built model, fresh process")
         print(STEP_HEADER)
         rows += run_step_cases(steps, max(1, args.repeat // 3), args.rounds)
     if args.suite in ("rbm", "all") and cpu:

@@ -85,6 +85,8 @@ def _tiny_suite(monkeypatch):
 
 def test_suite_all_writes_one_report_and_a_chart(tmp_path, monkeypatch, capsys):
     _tiny_suite(monkeypatch)
+    probes = []
+    monkeypatch.setattr(bench, "peak_memory_mb", lambda *probe: probes.append(probe) or 1.5)   # (tested below)
     assert main(["bench", "--suite", "all", "--repeat", "1", "--rounds", "1", "--no-reference",
                  "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "bench.json").read_text())
@@ -93,13 +95,15 @@ def test_suite_all_writes_one_report_and_a_chart(tmp_path, monkeypatch, capsys):
                      "mlp-20x16", "rbm", "rbm-torch"]
     assert {"numba_threads", "torch"} <= set(report["header"])
     steps = {r["case"]: r for r in report["rows"]}
-    for name in ("vae", "pixelcnn", "mlp-20x16"):
+    for name in ("vae", "pixelcnn", "mlp-20x16", "rbm"):
         assert steps[name]["minigen_ms"] > 0 and steps[name]["minigen_peak_mb"] >= 0
-        if "torch_ms" in steps[name]:                 # PyTorch installed: ratio, target and its memory too
-            assert steps[name]["ratio"] > 0 and steps[name]["torch_peak_mb"] >= 0
+        other = "sklearn" if name == "rbm" else "torch"
+        if f"{other}_ms" in steps[name]:              # installed: ratio, target and its memory too
+            assert steps[name]["ratio"] > 0 and steps[name][f"{other}_peak_mb"] >= 0
     assert steps["mlp-20x16"].get("target", 3.0) == 3.0 and steps["vae"].get("target", 2.5) == 2.5
+    assert ("vae", "minigen", ("vae", 2)) in probes and ("rbm", "sklearn", ("rbm", 20, 784, 8, 10)) in probes
     assert (tmp_path / "bench.png").stat().st_size > 0
-    assert "peak memory one step adds" in capsys.readouterr().out
+    assert "peak memory two steps add" in capsys.readouterr().out
 
 
 def test_the_twins_have_the_same_parameters_as_the_models():
@@ -112,3 +116,9 @@ def test_the_twins_have_the_same_parameters_as_the_models():
         assert theirs is not None
     mine, sklearn, torch_epoch = bench.rbm_epochs(("rbm", 20, 784, 8, 10))
     mine(), torch_epoch()
+
+
+def test_memory_probe_measures_a_fresh_process():
+    """The probe runs in its own interpreter and reports what two steps add to the built model."""
+    mb = bench.peak_memory_mb("vae", "minigen", ("vae", 2))
+    assert mb is not None and 0 <= mb < 500
