@@ -2,8 +2,9 @@
 must end exactly where an uninterrupted run ends.
 
 For each family the experiment trains the same small run twice from the same seed: once straight
-through, once under fire — started, SIGKILLed at a random moment (during start-up or mid-step; every
-other kill waits for a checkpoint's temp file to appear and strikes in the middle of writing it),
+through, once under fire — started, SIGKILLed at a random moment (during start-up or mid-step; once a
+checkpoint exists, every other kill waits for the next one's temp file and strikes in the middle of
+writing it),
 checked, restarted with ``--resume``, and so on ``--kills`` times before it may finish. After every kill the checkpoint on disk must load (atomic writes: a
 kill mid-write leaves the previous one intact, and only a temp file behind). At the end every array
 of the two final checkpoints — model, optimizer moments, EMA, schedule, the family's own state
@@ -81,8 +82,13 @@ def kill_resume_trial(family: str, kills: int, out: str, seed: int = 0) -> dict:
         shutil.rmtree(os.path.join(runs_dir, f"{family}-{name}"), ignore_errors=True)
     started = time.perf_counter()
     process = _start(family, runs_dir, f"{family}-straight", seed, resume=False)
+    config = os.path.join(runs_dir, f"{family}-straight", "config.json")
+    while not os.path.exists(config) and process.poll() is None:
+        time.sleep(0.01)
+    startup = time.perf_counter() - started                     # imports and data, before the first step
     _finish(process, f"uninterrupted {family}")
     wall = time.perf_counter() - started
+    life = startup + 2.0 * (wall - startup) / kills             # the longest a life lasts before its kill
 
     run_dir = os.path.join(runs_dir, f"{family}-killed")
     checkpoint = os.path.join(run_dir, "checkpoint.npz")
@@ -90,9 +96,10 @@ def kill_resume_trial(family: str, kills: int, out: str, seed: int = 0) -> dict:
     while len(events) < kills:
         process = _start(family, runs_dir, f"{family}-killed", seed, resume)
         resume = True
-        deadline = time.perf_counter() + rng.uniform(0.0, 2.0 * wall / kills)
-        if len(events) % 2:             # every other kill aims at the worst moment: a checkpoint half written
-            while time.perf_counter() < deadline + wall / kills and process.poll() is None:
+        deadline = time.perf_counter() + rng.uniform(0.0, life)
+        if len(events) % 2 and os.path.exists(checkpoint):
+            # every other kill aims at the worst moment: a checkpoint half written over the last one
+            while time.perf_counter() < deadline + life and process.poll() is None:
                 if glob.glob(os.path.join(glob.escape(run_dir), ".checkpoint.*.tmp*")):
                     break
                 time.sleep(0.0005)
@@ -122,7 +129,7 @@ def kill_resume_trial(family: str, kills: int, out: str, seed: int = 0) -> dict:
             "arrays_compared": len(a), "arrays_differing": differing,
             "metrics_rows_equal": _rows(run_dir) == _rows(os.path.join(runs_dir, f"{family}-straight")),
             "temp_files_left": len(glob.glob(os.path.join(run_dir, ".*.tmp*"))),
-            "uninterrupted_seconds": round(wall, 1)}
+            "uninterrupted_seconds": round(wall, 1), "startup_seconds": round(startup, 1)}
 
 
 def kill_resume_experiment(args, out: str) -> dict:

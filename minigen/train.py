@@ -244,12 +244,12 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict:
         """Train to ``steps`` (or ``time_limit``); returns the last logged row."""
         os.makedirs(self.run_dir, exist_ok=True)
+        if os.path.exists(self.checkpoint_path) and not resume:
+            raise RunExistsError(f"run folder {self.run_dir} already holds a checkpoint: "
+                                 f"pass --resume to continue it, or choose another --name")
+        for orphan in glob.glob(os.path.join(glob.escape(self.run_dir), ".*.tmp*")):
+            os.unlink(orphan)                  # half-written files of a run killed mid-write
         if os.path.exists(self.checkpoint_path):
-            if not resume:
-                raise RunExistsError(f"run folder {self.run_dir} already holds a checkpoint: "
-                                     f"pass --resume to continue it, or choose another --name")
-            for orphan in glob.glob(os.path.join(glob.escape(self.run_dir), ".*.tmp*")):
-                os.unlink(orphan)              # half-written files of a run killed mid-write
             self.load_checkpoint()
         elif os.path.exists(self.metrics_path):
             os.unlink(self.metrics_path)        # a run killed before its first checkpoint

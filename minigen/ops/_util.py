@@ -113,7 +113,7 @@ def tensor_args(*names):
     """Decorator: the op's parameters ``names`` must be Tensors — or ``None`` where that is the
     parameter's default (an optional bias) — else a ``TypeError`` naming the op, the argument and what
     it got, instead of an ``AttributeError`` from deep inside. (Arithmetic takes numbers and arrays
-    as constants: :func:`minigen.ops.elementwise.operand`.)"""
+    as constants: ``minigen.ops.elementwise._operand``.)"""
     def decorate(fn):
         parameters = inspect.signature(fn).parameters
         checks = [(list(parameters).index(name), name, parameters[name].default is None) for name in names]
