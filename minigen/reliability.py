@@ -13,7 +13,6 @@ of the two final checkpoints — model, optimizer moments, EMA, schedule, the fa
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 import signal
@@ -69,8 +68,9 @@ def _flatten(tree, prefix="") -> dict:
 
 
 def _rows(run_dir: str) -> list:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in f]
+    """The rows of a run's ``metrics.jsonl`` without their wall-clock ``time``."""
+    from .viz import read_jsonl
+    return [{k: v for k, v in row.items() if k != "time"} for row in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))]
 
 
 def kill_resume_trial(family: str, kills: int, out: str, seed: int = 0) -> dict:
