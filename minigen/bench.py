@@ -134,7 +134,7 @@ def minigen_lib(device="cpu"):
 
     def sync():
         if device == "cuda":
-            backend.cupy.cuda.get_current_stream().synchronize()
+            backend.cupy.cuda.Device().synchronize()    # the whole device: PyTorch's work too
 
     return {"tensor": lambda a, requires_grad=False: mg.tensor(a, device=device,
                                                                requires_grad=requires_grad),
@@ -167,6 +167,10 @@ def header(device: str) -> dict:
     """
     info = backend.configure_threads()
     info["device"] = device
+    if device == "cuda" and backend.cuda_available():
+        props = backend.cupy.cuda.runtime.getDeviceProperties(0)
+        info["gpu"] = f"{props['name'].decode()} (CuPy {backend.cupy.__version__}, CUDA runtime " \
+                      f"{backend.cupy.cuda.runtime.runtimeGetVersion()})"
     info["machine"] = platform.processor() or platform.machine()
     try:
         import torch
@@ -405,12 +409,15 @@ def run_dcgan_case(repeat=5, rounds=3, settle=1.0, log=print) -> dict:
 #: channel multipliers, attention levels); target minigen / PyTorch.
 UNET_CASE = ("unet", 64, 32, (1, 2, 2), (2,))
 UNET_TARGET = 2.0
+#: The same step on the GPU at batch 128 (``--device cuda``), against PyTorch CUDA.
+UNET_CUDA_CASE = ("unet-b128", 128, 32, (1, 2, 2), (2,))
 
 
-def unet_steps(case=None):
+def unet_steps(case=None, device="cpu"):
     """Two closures, each one step of Algorithm 1 (t and ε drawn, the loss, backward, Adam) on a batch of
-    28×28 images with the same U-Net: minigen's and its PyTorch twin (``bench_mirrors``; None without
-    PyTorch). Both have the same parameter count (checked)."""
+    28×28 images with the same U-Net on ``device``: minigen's and its PyTorch twin (``bench_mirrors``; None
+    without PyTorch). Both have the same parameter count (checked). On the GPU each closure waits for
+    its device before it returns."""
     _, batch, channels, mults, attention = case or UNET_CASE
     import minigen as mg
     from .models.diffusion import NoiseSchedule, ddpm_loss
@@ -420,15 +427,16 @@ def unet_steps(case=None):
     x0 = 2 * np.random.default_rng(0).random((batch, 1, 28, 28)).astype(np.float32) - 1
     schedule = NoiseSchedule.linear()
     mg.manual_seed(0)
-    net = UNet(1, channels, mults, 2, attention, heads=4, groups=8)
+    net = UNet(1, channels, mults, 2, attention, heads=4, groups=8).to(device)
     opt = Adam(net.parameters(), 2e-4)
-    x = mg.tensor(x0)
+    x, sync = mg.tensor(x0, device=device), minigen_lib(device)["sync"]
 
     def mine():
         loss = ddpm_loss(schedule, net, x)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sync()
 
     try:
         import torch
@@ -436,32 +444,42 @@ def unet_steps(case=None):
         from .bench_mirrors import UNet as TorchUNet
     except ImportError:
         return mine, None
-    twin = TorchUNet(1, channels, mults, 2, attention, heads=4, groups=8)
-    count = sum(p.numel() for p in twin.parameters())
-    if count != sum(p.data.size for p in net.parameters()):
-        raise RuntimeError(f"bench: the PyTorch U-Net has {count} parameters, minigen's "
-                           f"{sum(p.data.size for p in net.parameters())}")
+    lib = torch_lib(device)
+    dev = "cuda" if device == "cuda" else "cpu"
+    twin = TorchUNet(1, channels, mults, 2, attention, heads=4, groups=8).to(dev)
+    _same_size("unet", net, twin)
     topt = torch.optim.Adam(twin.parameters(), 2e-4)
-    xt = torch.tensor(x0)
-    sqrt_ab = torch.tensor(np.sqrt(schedule.alpha_bars), dtype=torch.float32)
-    sqrt_1mab = torch.tensor(np.sqrt(1 - schedule.alpha_bars), dtype=torch.float32)
+    xt = torch.tensor(x0, device=dev)
+    sqrt_ab = torch.tensor(np.sqrt(schedule.alpha_bars), dtype=torch.float32, device=dev)
+    sqrt_1mab = torch.tensor(np.sqrt(1 - schedule.alpha_bars), dtype=torch.float32, device=dev)
 
     def theirs():
-        t = torch.randint(1, schedule.T + 1, (batch,))
+        t = torch.randint(1, schedule.T + 1, (batch,), device=dev)
         noise = torch.randn_like(xt)
         noisy = sqrt_ab[t - 1, None, None, None] * xt + sqrt_1mab[t - 1, None, None, None] * noise
         loss = ((noise - twin(noisy, t)) ** 2).mean()
         topt.zero_grad()
         loss.backward()
         topt.step()
+        lib["sync"]()
 
     return mine, theirs
 
 
-def run_unet_case(repeat=3, rounds=3, settle=1.0, log=print) -> dict:
-    """One DDPM training step of the U-Net, minigen against its PyTorch twin (:func:`unet_steps`)."""
-    mine, theirs = unet_steps(UNET_CASE)
-    return run_pair(UNET_CASE[0], mine, theirs, "torch", UNET_TARGET, repeat, rounds, settle, log)
+def run_unet_case(repeat=3, rounds=3, settle=1.0, log=print, device="cpu") -> dict:
+    """One DDPM training step of the U-Net, minigen against its PyTorch twin (:func:`unet_steps`): at batch
+    64 on the CPU, at batch 128 on the GPU (with the GPU memory each library's allocator holds)."""
+    case = UNET_CUDA_CASE if device == "cuda" else UNET_CASE
+    mine, theirs = unet_steps(case, device)
+    row = run_pair(case[0], mine, theirs, "torch", UNET_TARGET, repeat, rounds, settle, log)
+    if device == "cuda":
+        row["minigen_gpu_mb"] = backend.cupy.get_default_memory_pool().total_bytes() / 2 ** 20
+        if theirs is not None:
+            import torch
+            row["torch_gpu_mb"] = torch.cuda.max_memory_reserved() / 2 ** 20
+        log(f"  GPU memory held: minigen (CuPy pool) {row['minigen_gpu_mb']:.0f} MB, "
+            f"PyTorch (reserved) {row.get('torch_gpu_mb', float('nan')):.0f} MB")
+    return row
 
 
 #: One training step (loss, backward, Adam) of more families' reference models at MNIST scale, against the
@@ -586,47 +604,53 @@ DIFFUSION_TARGET_NUMPY = 3.0
 DIFFUSION_TARGET_TORCH = 1.0
 
 
-def diffusion_updates(kind: str, shape: tuple) -> dict:
-    """Closures doing one update on float32 arrays of ``shape``: the fused kernel as the engine calls
-    it, the line-by-line NumPy formula, and the same formula in PyTorch (when installed)."""
+def diffusion_updates(kind: str, shape: tuple, device: str = "cpu") -> dict:
+    """Closures doing one update on float32 arrays of ``shape`` on ``device``: the fused kernel as the engine
+    calls it, the line-by-line formula in NumPy (CuPy on the GPU), and the same formula in PyTorch (when
+    installed)."""
+    xp = backend.xp_for(device)
     rng = np.random.default_rng(0)
-    x, eps, z = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
+    x, eps, z = (xp.asarray(rng.standard_normal(shape).astype(np.float32)) for _ in range(3))
     n = shape[0]
     a, b = rng.random(n), rng.random(n)                   # per-example √ᾱ_t, √(1 − ᾱ_t)
     c1, c2, sigma = 1.0001, 0.02, 0.1                      # 1/√α_t, (1 − α_t)/√(1 − ᾱ_t), σ_t
     col = (-1,) + (1,) * (len(shape) - 1)
+    a32, b32 = (xp.asarray(v.astype(np.float32).reshape(col)) for v in (a, b))
     if kind == "p":
-        fused = backend.get_kernel("diffusion_p_sample", "cpu")
+        fused = backend.get_kernel("diffusion_p_sample", device)
         x_fused = x.copy()                  # as the sampler does: x_{t-1} overwrites x_t (drifts by ~2x here)
         closures = {"fused": lambda: fused(x_fused, eps, z, c1, c2, sigma, out=x_fused),
                     "numpy": lambda: (x - c2 * eps) * c1 + sigma * z}
     else:
-        fused = backend.get_kernel("diffusion_q_sample", "cpu")
-        a32, b32 = a.astype(np.float32).reshape(col), b.astype(np.float32).reshape(col)
-        closures = {"fused": lambda: fused(x, z, a, b), "numpy": lambda: a32 * x + b32 * z}
+        fused = backend.get_kernel("diffusion_q_sample", device)
+        a_dev, b_dev = xp.asarray(a), xp.asarray(b)        # the engine's coefficients live on the device
+        closures = {"fused": lambda: fused(x, z, a_dev, b_dev), "numpy": lambda: a32 * x + b32 * z}
     try:
         import torch
     except ImportError:
         return closures
-    tx, te, tz = (torch.from_numpy(v) for v in (x, eps, z))
+    tx, te, tz, ta, tb = (torch.as_tensor(v, device="cuda" if device == "cuda" else "cpu")
+                          for v in (x, eps, z, a32, b32))
     if kind == "p":
         closures["torch"] = lambda: (tx - c2 * te) * c1 + sigma * tz
     else:
-        ta, tb = torch.from_numpy(a.astype(np.float32).reshape(col)), torch.from_numpy(b.astype(np.float32).reshape(col))
         closures["torch"] = lambda: ta * tx + tb * tz
     return closures
 
 
-def run_diffusion_case(case, repeat=10, rounds=3, settle=0.5, inner=200, log=print) -> dict:
-    """Microseconds per update (best of rounds of medians of ``inner``-call loops) for each closure."""
+def run_diffusion_case(case, repeat=10, rounds=3, settle=0.5, inner=200, log=print, device="cpu") -> dict:
+    """Microseconds per update (best of rounds of medians of ``inner``-call loops) for each closure; on the
+    GPU each loop waits for the device at its end."""
     name, kind, shape = case
-    closures = diffusion_updates(kind, shape)
+    closures = diffusion_updates(kind, shape, device)
+    sync = minigen_lib(device)["sync"]
     best = {key: float("inf") for key in closures}
     for _ in range(rounds):
         for key, fn in closures.items():
             def loop(fn=fn):
                 for _ in range(inner):
                     fn()
+                sync()                      # one stream (CuPy's and PyTorch's default): waits for both
             best[key] = min(best[key], median_time(loop, repeat, warmup=1, settle=settle) / inner)
     row = {"case": name, "shape": list(shape), **{f"{k}_us": 1e6 * v for k, v in best.items()},
            "speedup_vs_numpy": best["numpy"] / best["fused"]}
@@ -715,7 +739,9 @@ def write_chart(rows, path: str) -> str:
 def run_bench(args) -> int:
     """``minigen bench``: run the suite ``args.suite``, print the tables and whether the targets are met,
     and write ``--json`` when asked; ``--suite all`` also writes ``bench.json`` and the chart ``bench.png``
-    into ``--out``. Returns 0. The RBM, DCGAN and training-step cases run on the CPU only."""
+    into ``--out``. Returns 0. On ``--device cuda``: the kernels, the fused diffusion steps and the U-Net's
+    training step at batch 128 against PyTorch CUDA; the RBM, sampling and the other training steps run on the
+    CPU only."""
     suites = {"conv": CONV_CASES, "attention": ATTENTION_CASES,
               "kernels": CONV_CASES + ATTENTION_CASES}
     info = header(args.device)
@@ -735,11 +761,13 @@ def run_bench(args) -> int:
         print(format_header())
         rows += run_cases(suites[args.suite if args.suite != "all" else "kernels"], args.repeat, args.device,
                           not args.no_reference, args.rounds)
-    if args.suite in ("diffusion", "all") and cpu:
+    if args.suite in ("diffusion", "all"):
+        lines = "NumPy" if cpu else "CuPy"
         print(f"\nfused diffusion steps, float32, microseconds per update (noise drawn beforehand); targets: "
-              f"reverse step >= {DIFFUSION_TARGET_NUMPY:g}x faster than NumPy, <= {DIFFUSION_TARGET_TORCH:g}x PyTorch")
-        print(f"{'case':<12} {'fused us':>9} {'numpy us':>9} {'speedup':>8} {'torch us':>9} {'ratio':>8}")
-        rows += [run_diffusion_case(case, args.repeat, args.rounds) for case in DIFFUSION_CASES]
+              f"reverse step >= {DIFFUSION_TARGET_NUMPY:g}x faster than {lines} line by line, "
+              f"<= {DIFFUSION_TARGET_TORCH:g}x PyTorch")
+        print(f"{'case':<12} {'fused us':>9} {lines.lower() + ' us':>9} {'speedup':>8} {'torch us':>9} {'ratio':>8}")
+        rows += [run_diffusion_case(case, args.repeat, args.rounds, device=args.device) for case in DIFFUSION_CASES]
         missed = [r["case"] for r in rows if r.get("speedup_vs_numpy", 99) < r.get("target_speedup_vs_numpy", 0)]
         if missed:
             print(f"NumPy speed-up targets missed: {', '.join(missed)}")
@@ -750,6 +778,11 @@ def run_bench(args) -> int:
               f"count; mlp-20x16: forward + backward only; MB: peak memory two steps add to the built model (fresh process, warmed up)")
         print(STEP_HEADER)
         rows += run_step_cases(steps, max(1, args.repeat // 3), args.rounds)
+    if args.suite in ("diffusion", "steps", "all") and not cpu:
+        print(f"\none DDPM training step of the U-Net at batch {UNET_CUDA_CASE[1]} (Algorithm 1, Adam) against the same "
+              f"network in PyTorch CUDA")
+        print(STEP_HEADER)
+        rows.append(run_unet_case(max(1, args.repeat // 2), args.rounds, device=args.device))
     if args.suite in ("rbm", "all") and cpu:
         print("\none CD-1 epoch, 10000x784 binary float32 data, 500 hidden units, batch 100, "
               "against scikit-learn's BernoulliRBM and the same update in PyTorch")

@@ -88,7 +88,7 @@ class UNet(nn.Module):
     def embed(self, t):
         """minigen's ``UNet.embed`` without labels: the time MLP of the sinusoidal code of ``t``."""
         half = self.time_dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
         angles = t.float()[:, None] * freqs[None]
         return self.time_mlp(torch.cat([torch.cos(angles), torch.sin(angles)], dim=1))
 

@@ -97,6 +97,7 @@ def add_train_parser(sub) -> None:
                          help="keep an exponential moving average of the weights (e.g. 0.999); samples and "
                               "evaluations then use it (default: 0 = off)")
         run.add_argument("--seed", type=int, default=0, help="random seed: same seed, same run (default: 0)")
+        _add_device_argument(run)
         run.add_argument("--time-limit", type=_duration, metavar="T",
                          help="stop after this much training time, e.g. 3600, 60m, 1h (checkpointed)")
         run.add_argument("--detect-anomaly", action="store_true",
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("-n", type=_positive_int, default=64, help="number of samples (default: 64)")
     smp.add_argument("--out", help="PNG path (default: RUN/samples_n<N>_seed<S>.png)")
     smp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_device_argument(smp)
     _add_sampler_arguments(smp).add_argument(
         "--caption", help="latent_diffusion: condition every sample on this caption, e.g. 'a thin seven'")
 
@@ -145,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run", help="run folder, e.g. runs/vae — or an experiment: hopfield, bm, planar, gan-modes, kill-resume")
     ev.add_argument("--limit", type=_positive_int, help="score a seeded random subset of N test examples (faster; test files may be sorted by class)")
     ev.add_argument("--seed", type=int, default=0, help="random seed of the estimate (default: 0)")
+    _add_device_argument(ev)
     ev.add_argument("--output", help="file name inside the run folder (default: eval.json)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     samplers = _add_sampler_arguments(ev)
@@ -265,13 +268,19 @@ def run_command(args) -> int:
         return 0
     if args.command == "sample":
         from .runs import sample
-        print(sample(args.run, args.n, args.out, args.seed, sampler_options(args)))
+        print(sample(args.run, args.n, args.out, args.seed, sampler_options(args), device=args.device))
         return 0
     if args.command == "demo":
         from .demo import run_demo
         print(run_demo(args))
         return 0
     raise AssertionError(args.command)
+
+
+def _add_device_argument(parser) -> None:
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the model computes: cpu (NumPy + Numba) or cuda (CuPy; the [gpu] extra) "
+                             "(default: cpu)")
 
 
 def _add_sampler_arguments(parser):

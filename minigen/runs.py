@@ -68,7 +68,7 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
     loader = train_set.loader(per_step, shuffle=True, seed=cfg["seed"], drop_last=True)
     cfg = {**cfg, "image_shape": list(train_set.image_shape), "train_examples": len(train_set),
            "num_classes": train_set.num_classes}
-    model = spec.build(cfg, train_set.image_shape)
+    model = spec.build(cfg, train_set.image_shape).to(cfg.get("device", "cpu"))
     steps = cfg["steps"] or cfg["epochs"] * len(loader)
     cfg["total_steps"] = steps
     optimizer = scheduler = step_fn = None
@@ -123,8 +123,9 @@ def train(spec, cfg: dict, progress: bool = True) -> tuple:
     return run_dir, last
 
 
-def load_run(run_dir: str):
-    """``(spec, config, model)`` of a run folder, with the last checkpoint's weights."""
+def load_run(run_dir: str, device: str = "cpu"):
+    """``(spec, config, model)`` of a run folder, with the last checkpoint's weights, on ``device`` (wherever
+    the run was trained)."""
     from .models import get_spec
     from .serialization import load
     from .train import CHECKPOINT
@@ -137,8 +138,8 @@ def load_run(run_dir: str):
     with open(config_path) as f:
         cfg = json.load(f)
     spec = get_spec(cfg["model"])
-    model = spec.build(cfg, tuple(cfg["image_shape"]))
-    state = load(ckpt_path)["state"]
+    model = spec.build(cfg, tuple(cfg["image_shape"])).to(device)
+    state = load(ckpt_path, map_location=device)["state"]
     model.load_state_dict(state["model"])
     if "ema" in state:                      # a run trained with --ema is used with its averaged weights
         from .optim import EMA
@@ -153,7 +154,7 @@ def evaluate(run_dir: str, args, progress: bool = True) -> dict:
     """Score a run on its test set; writes ``eval.json`` in the run folder and returns the metrics."""
     from .train import write_json
 
-    spec, cfg, model = load_run(run_dir)
+    spec, cfg, model = load_run(run_dir, getattr(args, "device", "cpu"))
     if spec.evaluate is None:
         raise ValueError(f"model {cfg['model']!r} has no evaluation yet")
     mg_random.manual_seed(args.seed)
@@ -170,13 +171,14 @@ def evaluate(run_dir: str, args, progress: bool = True) -> dict:
     return metrics
 
 
-def sample(run_dir: str, n: int, out: str | None, seed: int, options: dict | None = None) -> str:
+def sample(run_dir: str, n: int, out: str | None, seed: int, options: dict | None = None,
+           device: str = "cpu") -> str:
     """Draw ``n`` samples from a run's model into a PNG grid; returns its path. ``options`` are sampler
     keywords (``sampler``, ``steps``, ``guidance``) for the models that take them, and ``caption`` for latent
-    diffusion."""
+    diffusion; ``device`` is where the model samples."""
     from .viz import save_image_grid, scatter_2d
 
-    _, cfg, model = load_run(run_dir)
+    _, cfg, model = load_run(run_dir, device)
     options = dict(options or {})
     caption = options.pop("caption", None)
     if caption is not None:

@@ -228,9 +228,6 @@ class AutoregressiveModel(nn.Module):
                              f"got shape {labels.shape}{span}")
         return labels
 
-    def _device(self) -> str:
-        return next(iter(self.parameters())).device
-
     def log_prob(self, x, labels=None) -> Tensor:
         r"""Exact :math:`\log p(\mathbf x) = \sum_i \log p_\theta(x_i\mid x_{<i})` per image (Eq. AR-1), in nats."""
         x = self._check_images(x)
@@ -282,7 +279,7 @@ class AutoregressiveModel(nn.Module):
         self.eval()
         with no_grad():
             for r, col, ch in steps:
-                params = self._params_at_row(ops.tensor(x, device=self._device()), r, labels, incremental)
+                params = self._params_at_row(ops.tensor(x, device=self.device), r, labels, incremental)
                 x[:, ch, r, col] = self.likelihood.sample(params[:, ch, :, col], u[:, ch, r, col])
         self.train(was_training)
         return x

@@ -59,7 +59,7 @@ class DigitClassifier(nn.Module):
         a ValueError for a batch without labels."""
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError("DigitClassifier: training needs (images, labels) batches: data with labels")
-        x, y = ops.tensor(batch[0]), ops.tensor(batch[1], dtype="int64")
+        x, y = ops.tensor(batch[0], device=self.device), ops.tensor(batch[1], dtype="int64", device=self.device)
         logits = self(x)
         loss = ops.cross_entropy(logits, y)
         accuracy = float((logits.detach().numpy().argmax(1) == y.numpy()).mean())
@@ -77,7 +77,7 @@ class DigitClassifier(nn.Module):
         try:
             with no_grad():
                 for i in range(0, len(images), batch_size):
-                    f = self.features(ops.tensor(images[i:i + batch_size]))
+                    f = self.features(ops.tensor(images[i:i + batch_size], device=self.device))
                     preds.append(self.head(f).numpy().argmax(1))
                     feats.append(f.numpy())
         finally:

@@ -181,7 +181,7 @@ class LatentVariableModel(nn.Module):
     def loss(self, batch):
         """Negative bound averaged over the batch, and the metrics the trainer logs."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        x = x if isinstance(x, Tensor) else ops.tensor(x, device=self._device())
+        x = x if isinstance(x, Tensor) else ops.tensor(x, device=self.device)
         if self.k == 1:
             terms = self.elbo(x)
             loss = -terms["elbo"].mean()
@@ -192,9 +192,6 @@ class LatentVariableModel(nn.Module):
             metrics = {f"iwae{self.k}": float(-loss.item())}
         metrics["loss"] = float(loss.item())
         return loss, metrics
-
-    def _device(self) -> str:
-        return next(iter(self.parameters())).device
 
 
 # --------------------------------------------------------------------------- the VAE
@@ -236,7 +233,7 @@ class VAE(LatentVariableModel):
 
     def prior(self, n: int) -> Normal:
         """:math:`p(z) = \\mathcal N(0, I)`."""
-        zeros = ops.zeros(n, self.latent_dim, device=self._device())
+        zeros = ops.zeros(n, self.latent_dim, device=self.device)
         return Normal(zeros, scale=ops.ones_like(zeros))
 
     def decode(self, z: Tensor):
@@ -316,7 +313,7 @@ class VAE(LatentVariableModel):
         for row, d in enumerate(dims):
             grid[row, :, d] = values
         with no_grad():
-            images = self.mean_image(ops.tensor(grid.reshape(-1, self.latent_dim), device=self._device()))
+            images = self.mean_image(ops.tensor(grid.reshape(-1, self.latent_dim), device=self.device))
         return images.numpy().reshape(len(dims), len(values), *images.shape[1:])
 
 
@@ -385,7 +382,7 @@ class HierarchicalVAE(LatentVariableModel):
     def sample(self, n: int, mean: bool = True) -> np.ndarray:
         """Ancestral sampling down the chain: z₂ ~ p(z₂), z₁ ~ p(z₁|z₂), x ~ p(x|z₁)."""
         with no_grad():
-            z2 = ops.randn(n, self.latents[1], device=self._device())
+            z2 = ops.randn(n, self.latents[1], device=self.device)
             z1 = self._gaussian(self.p_z1, z2).sample()
             px = Bernoulli(logits=self.p_x(z1))
             images = px.mean if mean else px.sample()
@@ -457,7 +454,7 @@ class LinearGaussianVAE(VAE):
         x = np.asarray(x, np.float64)
         w, b = self._w_b()
         with no_grad():
-            mu_q, log_s = self.encoder(ops.tensor(x.astype(np.float32)))
+            mu_q, log_s = self.encoder(ops.tensor(x.astype(np.float32), device=self.device))
         mu_q, var_q = mu_q.numpy().astype(np.float64), np.exp(2 * log_s.numpy().astype(np.float64))
         s2, d = self.obs_scale ** 2, self.data_dim
         resid = x - mu_q @ w.T - b
@@ -547,13 +544,13 @@ def vae_figures(model, run_dir: str, images: np.ndarray) -> list:
                 save_image_grid(model.sample(64), os.path.join(run_dir, "prior_samples.png"), nrow=8))]
     if isinstance(model, VAE):
         x = images[:32]
-        recon = model.reconstruct(ops.tensor(x, device=model._device()))
+        recon = model.reconstruct(ops.tensor(x, device=model.device))
         pairs = np.stack([x, recon], 1).reshape(-1, *x.shape[1:])   # input, reconstruction, ...
         figures.append(("inputs and reconstructions, side by side",
                         save_image_grid(pairs, os.path.join(run_dir, "reconstructions.png"), nrow=8)))
         # Most of 50 latents end up inactive (posterior collapse), so show the most used ones.
         with no_grad():
-            activity = latent_activity(model.encode(ops.tensor(images, device=model._device())).numpy())
+            activity = latent_activity(model.encode(ops.tensor(images, device=model.device)).numpy())
         dims = np.argsort(activity)[::-1][: min(8, model.latent_dim)]
         traversal = model.latent_traversal(dims=dims)
         figures.append(("latent traversal of the 8 most active latents: one row each, z_d from -2.5 to 2.5 "
@@ -578,7 +575,7 @@ def evaluate_vae(model, train, test, args, progress: bool = True) -> dict:
 
     def batched(fn, images, size=500):
         with no_grad():
-            return np.concatenate([fn(ops.tensor(images[i:i + size], device=model._device())).numpy()
+            return np.concatenate([fn(ops.tensor(images[i:i + size], device=model.device)).numpy()
                                    for i in range(0, len(images), size)])
 
     log_px = iwae_log_likelihood(model, test.images, k=args.k, chunk=args.chunk, progress=progress)

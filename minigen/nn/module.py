@@ -347,6 +347,16 @@ class Module:
         autograd.zero_grad(self.parameters(), set_to_none)
 
     # ------------------------------------------------------------------ devices and dtypes
+    @property
+    def device(self) -> str:
+        """The device of the module's parameters ("cuda" or "cpu"; of its buffers when it has no
+        parameters, "cpu" when it has neither). Models create their inputs and noise there."""
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return "cpu"
+
     def _apply_to_arrays(self, convert) -> "Module":
         """Replace the array of every parameter, gradient and buffer by ``convert(array)``,
         keeping the Tensor objects themselves."""

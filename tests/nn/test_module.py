@@ -401,3 +401,8 @@ def test_clip_grad_reexports_work():
     assert after <= 1.0 + 1e-5
     nn.utils.clip_grad_value_(lin.parameters(), 0.01)
     assert all(np.abs(p.grad.numpy()).max() <= 0.01 + 1e-8 for p in lin.parameters())
+
+
+def test_a_module_reports_the_device_of_its_parameters():
+    assert nn.Linear(2, 2).device == "cpu"
+    assert nn.ReLU().device == "cpu"             # no parameters, no buffers: the default

@@ -82,14 +82,14 @@ class KLAutoencoder(VAE):
     def prior(self, n: int):
         r""":math:`p(z) = \mathcal N(0, I)` over ``n`` spatial latents of shape ``latent_shape``."""
         from ...distributions import Normal
-        zeros = ops.zeros(n, *self.latent_shape, device=self._device())
+        zeros = ops.zeros(n, *self.latent_shape, device=self.device)
         return Normal(zeros, scale=ops.ones_like(zeros))
 
     def loss(self, batch):
         """The objective above averaged over the batch (``kl_weight`` · KL − reconstruction), and the metrics the
         trainer logs."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        x = x if isinstance(x, Tensor) else ops.tensor(np.asarray(x, np.float32), device=self._device())
+        x = x if isinstance(x, Tensor) else ops.tensor(np.asarray(x, np.float32), device=self.device)
         terms = self.elbo(x)
         loss = (self.kl_weight * terms["kl"] - terms["reconstruction"]).mean()
         return loss, {"loss": float(loss.item()), "reconstruction": float(terms["reconstruction"].mean().item()),
@@ -100,7 +100,7 @@ class KLAutoencoder(VAE):
         errors = []
         for i in range(0, len(images), batch_size):
             x = np.asarray(images[i:i + batch_size], np.float32)
-            errors.append(self.reconstruct(ops.tensor(x, device=self._device())) - x)
+            errors.append(self.reconstruct(ops.tensor(x, device=self.device)) - x)
         e = np.concatenate(errors)
         return {"mae": float(np.abs(e).mean()), "rmse": float(np.sqrt((e ** 2).mean()))}
 
@@ -190,7 +190,8 @@ class ConditionEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, tokens: np.ndarray) -> Tensor:
-        return self.norm(self.words(ops.tensor(np.asarray(tokens, np.int64), dtype="int64")) + self.positions)
+        return self.norm(self.words(ops.tensor(np.asarray(tokens, np.int64), dtype="int64", device=self.device))
+                         + self.positions)
 
 
 # --------------------------------------------------------------------------- the second stage
@@ -219,7 +220,7 @@ class LatentDiffusion(DiffusionModel):
 
     def encode(self, images) -> Tensor:
         """:math:`z = s\\,\\mathcal E(x)`, one posterior sample per image."""
-        x = images if isinstance(images, Tensor) else ops.tensor(np.asarray(images, np.float32))
+        x = images if isinstance(images, Tensor) else ops.tensor(np.asarray(images, np.float32), device=self.device)
         with no_grad():
             return self.autoencoder.posterior(x).sample() * self.latent_scale
 

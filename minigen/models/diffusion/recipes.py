@@ -88,7 +88,8 @@ class DiffusionModel(nn.Module):
     def loss(self, batch):
         """Algorithm 1 on one batch: (mean loss, {"loss": …})."""
         images, labels = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
-        x0 = self.to_process(images if isinstance(images, Tensor) else ops.tensor(np.asarray(images, np.float32)))
+        x0 = self.to_process(images if isinstance(images, Tensor) else ops.tensor(np.asarray(images, np.float32),
+                                                                                 device=self.device))
         if self.num_classes:
             labels = np.array(labels.numpy() if isinstance(labels, Tensor) else labels, dtype=np.int64)
             if self.label_dropout:
@@ -137,7 +138,7 @@ class DiffusionModel(nn.Module):
         self.eval()
         try:
             for i in range(0, len(data), batch_size):
-                x0 = ops.tensor(data[i:i + batch_size])
+                x0 = ops.tensor(data[i:i + batch_size], device=self.device)
                 totals.append(variational_bound_estimate(self.schedule, reverse, x0, decoder) if terms == "sampled"
                               else variational_bound(self.schedule, reverse, x0, decoder, progress)["total"])
         finally:
@@ -167,9 +168,10 @@ class DiffusionModel(nn.Module):
         try:
             with no_grad():
                 if sampler == "ddim":
-                    x, kept = ddim_sample(self.schedule, eps_model, shape, steps or 50, progress=progress), []
+                    x, kept = ddim_sample(self.schedule, eps_model, shape, steps or 50, device=self.device,
+                                          progress=progress), []
                 else:
-                    out = ddpm_sample(self.schedule, eps_model, shape, self.sigma, progress=progress,
+                    out = ddpm_sample(self.schedule, eps_model, shape, self.sigma, device=self.device, progress=progress,
                                       keep_every=keep_every)
                     x, kept = out if keep_every else (out, [])
         finally:

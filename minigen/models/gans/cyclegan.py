@@ -118,7 +118,8 @@ class CycleGAN(nn.Module):
         if len(images) < 2 or len(images) % 2:
             raise ValueError(f"CycleGAN: a batch must hold an even number (>= 2) of images, got {len(images)}")
         m = len(images) // 2
-        return ops.tensor(2 * images[:m] - 1), ops.tensor(2 * DOMAINS[self.domain](images[m:]) - 1)
+        return (ops.tensor(2 * images[:m] - 1, device=self.device),
+                ops.tensor(2 * DOMAINS[self.domain](images[m:]) - 1, device=self.device))
 
     def adversarial_value(self, D: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
         r""":math:`\mathcal L_{GAN}(G, D_Y, X, Y)=\mathbb E_y[\log D_Y(y)]+\mathbb E_x[\log(1-D_Y(G(x)))]`, over patches."""

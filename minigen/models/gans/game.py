@@ -212,14 +212,14 @@ class GAN(nn.Module):
 
     def noise(self, n: int) -> Tensor:
         """``n`` draws of :math:`z\\sim\\mathcal N(0, I)`, on the generator's device."""
-        return ops.randn(n, self.latent_dim, device=self._device())
+        return ops.randn(n, self.latent_dim, device=self.device)
 
     def random_labels(self, n: int):
         """Class labels for ``n`` conditional samples, uniform over the classes (None if unconditional)."""
         if not self.num_classes:
             return None
         return ops.tensor(mg_random.generator("cpu").integers(self.num_classes, size=n), dtype="int64",
-                          device=self._device())
+                          device=self.device)
 
     def prepare(self, real: Tensor) -> Tensor:
         """Real data in the range of G's output (what D compares fakes with)."""
@@ -239,7 +239,7 @@ class GAN(nn.Module):
         """``n`` samples :math:`G(z)` as a NumPy array, drawn in evaluation mode (a conditional GAN
         takes ``labels``, a sequence of ``n`` classes, or draws them uniformly)."""
         if labels is not None and not isinstance(labels, Tensor):
-            labels = ops.tensor(np.asarray(labels), dtype="int64", device=self._device())
+            labels = ops.tensor(np.asarray(labels), dtype="int64", device=self.device)
         was_training = self.generator.training
         self.generator.eval()
         try:
@@ -250,9 +250,6 @@ class GAN(nn.Module):
                 return ((x + 1) / 2 if self.tanh_images else x).numpy()
         finally:
             self.generator.train(was_training)
-
-    def _device(self) -> str:
-        return next(iter(self.generator.parameters())).device
 
 
 class ReplayBuffer:
@@ -354,13 +351,13 @@ class AdversarialTraining(CheckpointedStep):
     # ---- one iteration of the outer loop
     def __call__(self, batch) -> dict:
         x, labels = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) else (batch, None)
-        x = x if isinstance(x, Tensor) else ops.tensor(x)
+        x = x if isinstance(x, Tensor) else ops.tensor(x, device=self.gan.device)
         if not self.gan.num_classes:
             labels = None                   # an unconditional GAN ignores the data's labels
         elif labels is None:
             raise ValueError("AdversarialTraining: a conditional GAN needs (images, labels) batches")
         elif not isinstance(labels, Tensor):
-            labels = ops.tensor(labels, dtype="int64")
+            labels = ops.tensor(labels, dtype="int64", device=self.gan.device)
         n = x.shape[0]
         if n % self.k:
             raise ValueError(f"AdversarialTraining: the batch ({n} examples) must hold k = {self.k} minibatches")

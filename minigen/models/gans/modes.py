@@ -13,11 +13,15 @@ differs:
 * ``replay`` — experience replay of past fakes (the slide's remedy);
 * ``pacgan2`` — packing two samples per discriminator input (Lin et al. 2018).
 
-Runs live in ``OUT/runs/<data>-<method>-s<seed>``; an interrupted experiment
-picks up where it stopped (finished runs are kept, unfinished ones resumed).
+Runs live in ``OUT/runs/<data>-<method>-s<seed>``. Each run is scored as soon as
+it finishes: ``modes.json`` (its scores) and ``samples.npy`` (the scored points)
+are all the table and the figure need, so an interrupted experiment picks up
+where it stopped (scored runs are kept, unfinished ones resumed), and the two
+small files of a run are enough to rebuild its cell without the checkpoint.
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -61,24 +65,31 @@ def _train_command(data, method, seed, steps, runs_dir, extra, resume) -> list:
             *METHODS[method], *shlex.split(extra), *(["--resume"] if resume else [])]
 
 
-def _train(cmd) -> None:
+def _train_and_score(job) -> None:
+    """Train one run (a fresh process, one thread), then score it into its ``modes.json`` and ``samples.npy``."""
+    cmd, run_dir, seed = job
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode:
         raise RuntimeError(f"gan-modes: `{shlex.join(cmd[2:])}` failed: {done.stderr.strip()[-500:]}")
+    _score(run_dir, seed)
 
 
-def _score(run_dir, seed) -> tuple:
+def _score(run_dir, seed) -> None:
+    """Score a trained run on :data:`~.recipes.SAMPLES_SCORED` samples drawn with seed ``1000 + seed``:
+    writes ``modes.json`` last, so a run with that file is complete."""
     from ... import random as mg_random
     from ...data import get_toy
     from ...metrics import mode_coverage
     from ...runs import load_run
+    from ...train import write_json
     from .recipes import SAMPLES_SCORED
     _, cfg, model = load_run(run_dir)
     mg_random.manual_seed(1000 + seed)
-    samples = model.sample(SAMPLES_SCORED)
+    samples = np.asarray(model.sample(SAMPLES_SCORED), np.float32)
     toy = get_toy(cfg["data"])
-    return mode_coverage(samples, toy.mode_centers, toy.mode_std), samples
+    np.save(os.path.join(run_dir, "samples.npy"), samples)
+    write_json(os.path.join(run_dir, "modes.json"), mode_coverage(samples, toy.mode_centers, toy.mode_std))
 
 
 def gan_modes_experiment(args, out: str) -> dict:
@@ -98,23 +109,21 @@ def gan_modes_experiment(args, out: str) -> dict:
     for d, m, s in sorted(cells, key=lambda cell: cell[2]):   # seed by seed: a whole table early, then spread
         run_dir = os.path.join(runs_dir, f"{d}-{m}-s{s}")
         if not os.path.exists(os.path.join(run_dir, "modes.json")):
-            todo.append(_train_command(d, m, s, args.gan_steps, runs_dir, args.gan_options,
-                                       resume=os.path.exists(os.path.join(run_dir, "checkpoint.npz"))))
+            todo.append((_train_command(d, m, s, args.gan_steps, runs_dir, args.gan_options,
+                                        resume=os.path.exists(os.path.join(run_dir, "checkpoint.npz"))), run_dir, s))
     print(f"gan-modes: {len(cells)} runs, {len(todo)} to train ({args.jobs} at a time)", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        for i, _ in enumerate(pool.map(_train, todo), 1):
+        for i, _ in enumerate(pool.map(_train_and_score, todo), 1):
             if i % max(1, len(todo) // 20) == 0 or i == len(todo):
                 print(f"  trained {i}/{len(todo)}", flush=True)
 
-    from ...train import write_json
     per_run, figure_samples = {}, {}
     for d, m, s in cells:
         run_dir = os.path.join(runs_dir, f"{d}-{m}-s{s}")
-        scores, samples = _score(run_dir, s)
-        write_json(os.path.join(run_dir, "modes.json"), scores)
-        per_run[f"{d}-{m}-s{s}"] = scores
+        with open(os.path.join(run_dir, "modes.json"), encoding="utf-8") as fh:
+            per_run[f"{d}-{m}-s{s}"] = json.load(fh)
         if s == 0:
-            figure_samples[(d, m)] = samples
+            figure_samples[(d, m)] = np.load(os.path.join(run_dir, "samples.npy"))
     table = {}
     for d in datasets:
         for m in methods:
