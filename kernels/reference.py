@@ -367,14 +367,21 @@ def nade_backward(x, W, c, V, g):
 # Written with array methods only, so CuPy runs this same code (``kernels/gpu``).
 
 
+def _sigmoid_tail_exact(x):
+    """σ(x) = 1/(1 + e^{−x}) with full relative precision also far out on the left tail, where the tanh form's
+    ½(1 + tanh(x/2)) cancels to a multiple of float32's 6e-8 (and SiLU's gradient there is x·σ(x), not 0)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
 def silu(x):
     """:math:`\\mathrm{SiLU}(x) = x\\,\\sigma(x)`."""
-    return (x * sigmoid(x)).astype(x.dtype, copy=False)
+    return (x * _sigmoid_tail_exact(x)).astype(x.dtype, copy=False)
 
 
 def silu_backward(x, g):
     """:math:`g\\,\\frac{d}{dx}x\\sigma(x) = g\\,\\sigma(x)\\,(1 + x(1 - \\sigma(x)))`."""
-    s = sigmoid(x)
+    s = _sigmoid_tail_exact(x)
     return (g * s * (1 + x * (1 - s))).astype(x.dtype, copy=False)
 
 

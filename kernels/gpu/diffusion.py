@@ -25,7 +25,8 @@ def diffusion_q_sample(x0, noise, a, b):
 def diffusion_p_sample(x_t, eps, noise, c1, c2, sigma, out=None):
     """See the reference (``out``: CuPy's output argument)."""
     dt = x_t.dtype.type
+    given = () if out is None else (out,)        # an ElementwiseKernel takes its output positionally, or none
     if noise is None:
-        return _p_mean(x_t, eps.astype(x_t.dtype, copy=False), dt(c1), dt(c2), out)
+        return _p_mean(x_t, eps.astype(x_t.dtype, copy=False), dt(c1), dt(c2), *given)
     return _p_sample(x_t, eps.astype(x_t.dtype, copy=False), noise.astype(x_t.dtype, copy=False),
-                     dt(c1), dt(c2), dt(sigma), out)
+                     dt(c1), dt(c2), dt(sigma), *given)

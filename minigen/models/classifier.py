@@ -107,14 +107,14 @@ def evaluate_classifier(model: DigitClassifier, train, test, args, progress: boo
     return {"test_accuracy": float((pred == test.labels).mean()), "test_examples": int(len(pred))}
 
 
-def load_classifier(run_dir: str) -> DigitClassifier:
-    """The classifier of a finished ``minigen train classifier`` run."""
+def load_classifier(run_dir: str, device: str = "cpu") -> DigitClassifier:
+    """The classifier of a finished ``minigen train classifier`` run, on ``device``."""
     from ..runs import load_run
     if not os.path.exists(os.path.join(run_dir, "config.json")):
         raise FileNotFoundError(f"no classifier run at {run_dir}: train one with `minigen train classifier "
                                 f"--data mnist --name {os.path.basename(os.path.normpath(run_dir))}` "
                                 f"or pass --classifier RUN")
-    _, _, model = load_run(run_dir)
+    _, _, model = load_run(run_dir, device)
     if not isinstance(model, DigitClassifier):
         raise ValueError(f"{run_dir} is not a classifier run")
     return model
@@ -138,7 +138,8 @@ def judge_samples(draw, num_classes, train, test, args) -> dict:
     ``runs/<data>-classifier``): ``draw(count, labels)`` gives images in [0, 1]; ``--samples`` of them
     (labels cycling through the classes when ``num_classes``) are compared with the test set by
     :func:`sample_scores`, and as many held-out training images give the floor of the distance."""
-    judge = load_classifier(getattr(args, "classifier", None) or os.path.join("runs", f"{train.name}-classifier"))
+    judge = load_classifier(getattr(args, "classifier", None) or os.path.join("runs", f"{train.name}-classifier"),
+                            getattr(args, "device", "cpu"))                   # beside the model it judges
     n = int(getattr(args, "samples", 10000))
     requested = np.arange(n) % num_classes if num_classes else None
     samples = np.concatenate([draw(min(500, n - i), None if requested is None else requested[i:i + 500])

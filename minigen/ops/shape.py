@@ -301,7 +301,8 @@ def index_add_to(g, index, shape):
 def _along_axis_index(index, dim):
     """Turn a ``gather`` index array into a full advanced index for ``np.add.at``."""
     xp = backend.array_module(index)
-    grids = list(xp.indices(index.shape, sparse=True))
+    ndim = index.ndim                     # open grids, as np.indices(sparse=True) (which CuPy lacks)
+    grids = [xp.arange(n).reshape([-1 if axis == d else 1 for axis in range(ndim)]) for d, n in enumerate(index.shape)]
     grids[dim] = index
     return tuple(grids)
 
