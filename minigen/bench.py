@@ -623,8 +623,8 @@ def diffusion_updates(kind: str, shape: tuple, device: str = "cpu") -> dict:
                     "numpy": lambda: (x - c2 * eps) * c1 + sigma * z}
     else:
         fused = backend.get_kernel("diffusion_q_sample", device)
-        a_dev, b_dev = xp.asarray(a), xp.asarray(b)        # the engine's coefficients live on the device
-        closures = {"fused": lambda: fused(x, z, a_dev, b_dev), "numpy": lambda: a32 * x + b32 * z}
+        a_flat, b_flat = a32.reshape(-1), b32.reshape(-1)  # as the engine passes them: x's dtype and device
+        closures = {"fused": lambda: fused(x, z, a_flat, b_flat), "numpy": lambda: a32 * x + b32 * z}
     try:
         import torch
     except ImportError:
@@ -719,7 +719,8 @@ def write_chart(rows, path: str) -> str:
     ax = fig.subplots()
     names = [r["case"] for r in rows]
     ratios = [r["ratio"] for r in rows]
-    colours = ["tab:green" if r["ratio"] <= r.get("target", float("inf")) else "tab:red" for r in rows]
+    colours = ["tab:grey" if "target" not in r else "tab:green" if r["ratio"] <= r["target"] else "tab:red"
+               for r in rows]
     ax.barh(names, ratios, color=colours)
     for i, r in enumerate(rows):
         if "target" in r:
@@ -732,7 +733,7 @@ def write_chart(rows, path: str) -> str:
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.invert_yaxis()
     ax.set(xlabel="time of minigen / time of PyTorch (scikit-learn for 'rbm'); black ticks: targets",
-           title="minigen bench --suite all (green: target met)")
+           title="minigen bench --suite all (green: target met, red: missed, grey: no target)")
     return save_figure(fig, path)
 
 

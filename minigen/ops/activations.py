@@ -32,7 +32,8 @@ class LeakyReLU(Function):
     @staticmethod
     def forward(ctx, a, slope):
         xp = backend.array_module(a)
-        ctx.factor = xp.where(a > 0, 1.0, slope).astype(a.dtype)
+        one, slope = a.dtype.type(1), a.dtype.type(slope)       # in a's dtype: no float64 temporary
+        ctx.factor = xp.where(a > 0, one, slope)
         return a * ctx.factor
 
     @staticmethod
