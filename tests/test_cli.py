@@ -308,6 +308,16 @@ def test_gan_modes_experiment_tabulates_every_method(tmp_path, capsys):
     assert main(["eval", "gan-modes", "--gan-data", "ring8", "--gan-seeds", "1", "--gan-steps", "20",
                  "--gan-options", "--g-hidden 8 --d-hidden 8 --batch-size 20", "--out", str(tmp_path)]) == 0
     assert "0 to train" in capsys.readouterr().out
+    # scores made elsewhere are merged: a fresh folder trains nothing and gives the same table
+    for path in (tmp_path / "runs").glob("*/*"):          # keep only what a scored run leaves
+        if path.is_file() and path.name not in ("modes.json", "samples.npy"):
+            path.unlink()
+    fresh = tmp_path / "fresh"
+    assert main(["eval", "gan-modes", "--gan-data", "ring8", "--gan-seeds", "1", "--gan-steps", "20",
+                 "--gan-merge", str(tmp_path / "runs"), "--out", str(fresh)]) == 0
+    out = capsys.readouterr().out
+    assert "4 scored runs taken" in out and "0 to train" in out
+    assert json.loads((fresh / "eval.json").read_text())["table"] == result["table"]
 
 
 @pytest.mark.equation("GAN-7")

@@ -55,6 +55,9 @@ def add_gan_modes_arguments(parser) -> None:
                              "\"--schedule cosine\": the learning rate decays to 0 over the run)")
     parser.add_argument("--jobs", type=int, default=2, help="gan-modes: runs trained at once, one thread each "
                                                             "(default: 2)")
+    parser.add_argument("--gan-merge", metavar="DIR", help="gan-modes: a folder of runs scored elsewhere (another "
+                                                          "machine, an earlier copy): each DIR/<run>/modes.json, with "
+                                                          "its samples.npy, is taken as that run finished")
 
 
 def _train_command(data, method, seed, steps, runs_dir, extra, resume) -> list:
@@ -92,6 +95,23 @@ def _score(run_dir, seed) -> None:
     write_json(os.path.join(run_dir, "modes.json"), mode_coverage(samples, toy.mode_centers, toy.mode_std))
 
 
+def _merge_scored(source: str, runs_dir: str, cells) -> int:
+    """Copy the scores (``modes.json``, ``samples.npy``) of the cells' runs found in ``source`` into
+    ``runs_dir`` where that run is not scored yet; returns how many were taken."""
+    import shutil
+    taken = 0
+    for d, m, s in cells:
+        name = f"{d}-{m}-s{s}"
+        src, dst = os.path.join(source, name), os.path.join(runs_dir, name)
+        if os.path.exists(os.path.join(src, "modes.json")) and not os.path.exists(os.path.join(dst, "modes.json")):
+            os.makedirs(dst, exist_ok=True)
+            if os.path.exists(os.path.join(src, "samples.npy")):
+                shutil.copyfile(os.path.join(src, "samples.npy"), os.path.join(dst, "samples.npy"))
+            shutil.copyfile(os.path.join(src, "modes.json"), os.path.join(dst, "modes.json"))   # last: complete
+            taken += 1
+    return taken
+
+
 def gan_modes_experiment(args, out: str) -> dict:
     """``minigen eval gan-modes``: trains the runs not scored yet (``--jobs`` at a time, interrupted ones
     resumed), scores each, prints the table of means and standard deviations over seeds and plots the
@@ -105,6 +125,8 @@ def gan_modes_experiment(args, out: str) -> dict:
         raise ValueError("--gan-seeds, --gan-steps and --jobs must be >= 1")
     runs_dir = os.path.join(out, "runs")
     cells = [(d, m, s) for d in datasets for m in methods for s in range(args.gan_seeds)]
+    if getattr(args, "gan_merge", None):
+        print(f"gan-modes: {_merge_scored(args.gan_merge, runs_dir, cells)} scored runs taken from {args.gan_merge}")
     todo = []
     for d, m, s in sorted(cells, key=lambda cell: cell[2]):   # seed by seed: a whole table early, then spread
         run_dir = os.path.join(runs_dir, f"{d}-{m}-s{s}")
