@@ -427,7 +427,15 @@ class Function:
                 record = record or a.requires_grad
             else:
                 arrays.append(a)
-        out = cls.forward(ctx, *arrays, **kwargs)
+        prof = getattr(_state, "profiler", None)     # mg.autograd.profile(): time per op
+        if prof is None:
+            out = cls.forward(ctx, *arrays, **kwargs)
+        else:
+            start, out = prof.enter(), None
+            try:
+                out = cls.forward(ctx, *arrays, **kwargs)
+            finally:
+                prof.exit(cls.__name__, "forward", start, out)
         if isinstance(out, np.generic):  # NumPy returns scalars from 0-d math
             out = np.asarray(out)
         out = Tensor._wrap(out)
@@ -545,10 +553,16 @@ def _run_backward(outputs, gradients, retain_graph, create_graph, inputs=None):
             elif tensor._retains_grad:
                 deliver(tensor, g)
             ctx = tensor.grad_fn
-            if getattr(_state, "anomaly", False):
-                input_grads = anomaly.checked_backward(ctx, g)
-            else:
-                input_grads = ctx.fn.backward(ctx, g)
+            prof = getattr(_state, "profiler", None)
+            start = prof.enter() if prof is not None else 0.0
+            try:
+                if getattr(_state, "anomaly", False):
+                    input_grads = anomaly.checked_backward(ctx, g)
+                else:
+                    input_grads = ctx.fn.backward(ctx, g)
+            finally:
+                if prof is not None:
+                    prof.exit(ctx.fn.__name__, "backward", start)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for inp, ig in zip(ctx.inputs, input_grads):
@@ -618,3 +632,4 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 from . import anomaly, ops  # noqa: E402  (both import this module; Tensor methods use ops)
 from .anomaly import AnomalyError, detect_anomaly, is_anomaly_enabled, set_detect_anomaly  # noqa: E402,F401
+from .profiler import profile  # noqa: E402,F401

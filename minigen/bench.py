@@ -710,6 +710,28 @@ def run_step_cases(names, repeat=3, rounds=3, log=print) -> list:
     return rows
 
 
+def run_profile(name: str, device: str = "cpu", steps: int = 3, log=print):
+    """``minigen bench --profile CASE``: one training step of a step case (:func:`_step_cases`), op by op
+    (:class:`minigen.autograd.profile`), averaged over ``steps`` steps after two warm-up steps. On the GPU
+    (the U-Net only) the times are what launching costs the host; returns the profile."""
+    from .autograd import profile
+    make, case, _ = _step_cases()[name]
+    if device == "cuda":
+        if name != "unet":
+            raise ValueError(f"bench --profile {name} --device cuda: on the GPU only the unet case is built")
+        mine, _ = make(UNET_CUDA_CASE, device)
+    else:
+        mine, _ = make(case)
+    mine()
+    mine()                                   # compiled, cached, buffers allocated
+    with profile() as prof:
+        for _ in range(steps):
+            mine()
+    log(f"\n{name}: one training step, op by op (mean of {steps} steps after 2 warm-up steps, {device})")
+    log(prof.table(per=steps))
+    return prof
+
+
 def write_chart(rows, path: str) -> str:
     """A bar chart of minigen / other library per case (log scale), with each case's target marked."""
     from matplotlib.figure import Figure
@@ -752,6 +774,9 @@ def run_bench(args) -> int:
         print(f"  {key}: {value}")
     rows = []
     cpu = args.device == "cpu"
+    if args.profile:
+        run_profile(args.profile, args.device, max(1, args.repeat))
+        return 0
     if args.suite == "sampling":
         print(f"\nsequential sampling (Eq. AR-4) at 28x28: naive loop vs row-window sampler, same seed")
         print(f"{'case':<12} {'naive s':>9} {'window s':>9} {'speedup':>8} {'target':>7}  identical")
