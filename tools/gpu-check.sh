@@ -56,6 +56,7 @@ fi
 if [[ $STAGES == *bench* ]]; then
   step "minigen bench --suite all --device cuda"
   timeout 120 python3 -m minigen.cli bench --suite all --device cuda --out "$OUT/bench" 2>&1 | tee -a "$LOG"
+  timeout 60 python3 -m minigen.cli bench --profile unet --device cuda --repeat 3 2>&1 | tee -a "$LOG"
 fi
 
 if [[ $STAGES == *ddpm* ]]; then
