@@ -42,6 +42,7 @@ class OpStats:
 
     @property
     def total_s(self) -> float:
+        """Forward plus backward seconds."""
         return self.forward_s + self.backward_s
 
 

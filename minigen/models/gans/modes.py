@@ -145,7 +145,8 @@ def gan_modes_experiment(args, out: str) -> dict:
         with open(os.path.join(run_dir, "modes.json"), encoding="utf-8") as fh:
             per_run[f"{d}-{m}-s{s}"] = json.load(fh)
         if s == 0:
-            figure_samples[(d, m)] = np.load(os.path.join(run_dir, "samples.npy"))
+            points = os.path.join(run_dir, "samples.npy")
+            figure_samples[(d, m)] = np.load(points, allow_pickle=False)
     table = {}
     for d in datasets:
         for m in methods:
