@@ -506,6 +506,13 @@ def _initial_gradient(output: Tensor, gradient) -> Tensor:
     return gradient
 
 
+def _backward_of(ctx, g):
+    """The op's backward formula, checked for NaN/inf under anomaly mode."""
+    if getattr(_state, "anomaly", False):
+        return anomaly.checked_backward(ctx, g)
+    return ctx.fn.backward(ctx, g)
+
+
 def _run_backward(outputs, gradients, retain_graph, create_graph, inputs=None):
     """Core of :func:`backward` and :func:`grad`.
 
@@ -543,6 +550,7 @@ def _run_backward(outputs, gradients, retain_graph, create_graph, inputs=None):
                 tensor.grad = Tensor._wrap(tensor.grad.data + g.data)
 
     order = _topological_order(outputs)
+    prof = getattr(_state, "profiler", None)          # mg.autograd.profile(): time per op's backward
     with enable_grad() if create_graph else no_grad():
         for tensor in order:
             g = grads.pop(id(tensor), None)
@@ -553,15 +561,13 @@ def _run_backward(outputs, gradients, retain_graph, create_graph, inputs=None):
             elif tensor._retains_grad:
                 deliver(tensor, g)
             ctx = tensor.grad_fn
-            prof = getattr(_state, "profiler", None)
-            start = prof.enter() if prof is not None else 0.0
-            try:
-                if getattr(_state, "anomaly", False):
-                    input_grads = anomaly.checked_backward(ctx, g)
-                else:
-                    input_grads = ctx.fn.backward(ctx, g)
-            finally:
-                if prof is not None:
+            if prof is None:
+                input_grads = _backward_of(ctx, g)
+            else:
+                start = prof.enter()
+                try:
+                    input_grads = _backward_of(ctx, g)
+                finally:
                     prof.exit(ctx.fn.__name__, "backward", start)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
