@@ -324,6 +324,29 @@ def momentum_ascent_step(param, velocity, grad, lr, momentum, weight_decay):
     param += velocity
 
 
+# --------------------------------------------------------------------------- Adam's parameter update
+
+
+def adam_update(param, exp_avg, exp_avg_sq, grad, beta1, beta2, step_size, bias_correction2_sqrt, eps,
+                max_exp_avg_sq=None):
+    """In place, Adam's step (Kingma & Ba 2015) once the gradient g is formed:
+
+    .. math:: m \\leftarrow m + (1-\\beta_1)(g - m), \\quad v \\leftarrow \\beta_2 v + (1-\\beta_2)\\,g^2, \\quad
+              \\theta \\leftarrow \\theta - s\\,\\frac{m}{\\sqrt{\\hat v}/c + \\epsilon}
+
+    with ``step_size`` s = γ/(1 − β₁ᵗ), ``bias_correction2_sqrt`` c = √(1 − β₂ᵗ) and v̂ = v, or with
+    AMSGrad (``max_exp_avg_sq`` given) v_max ← max(v_max, v) and v̂ = v_max. One shape for all arrays;
+    returns nothing. Eleven array passes and four temporaries here; the kernels make one pass."""
+    exp_avg += (1 - beta1) * (grad - exp_avg)           # torch: exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * (grad * grad)
+    v = exp_avg_sq
+    if max_exp_avg_sq is not None:
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        v = max_exp_avg_sq
+    param -= step_size * (exp_avg / (np.sqrt(v) / bias_correction2_sqrt + eps))
+
+
 # --------------------------------------------------------------------------- NADE (Eq. AR-1)
 #
 # NADE (Larochelle & Murray, 2011) on D binary pixels with H hidden units, weights

@@ -710,10 +710,11 @@ def run_step_cases(names, repeat=3, rounds=3, log=print) -> list:
     return rows
 
 
-def run_profile(name: str, device: str = "cpu", steps: int = 3, log=print):
+def run_profile(name: str, device: str = "cpu", steps: int = 3, sync: bool = False, log=print):
     """``minigen bench --profile CASE``: one training step of a step case (:func:`_step_cases`), op by op
     (:class:`minigen.autograd.profile`), averaged over ``steps`` steps after two warm-up steps. On the GPU
-    (the U-Net only) the times are what launching costs the host; returns the profile."""
+    (the U-Net only) the times are what launching costs the host, or with ``sync`` what the kernels take
+    (the device is waited for around each op); returns the profile."""
     from .autograd import profile
     make, case, _ = _step_cases()[name]
     if device == "cuda":
@@ -724,10 +725,11 @@ def run_profile(name: str, device: str = "cpu", steps: int = 3, log=print):
         mine, _ = make(case)
     mine()
     mine()                                   # compiled, cached, buffers allocated
-    with profile() as prof:
+    with profile(sync=sync) as prof:
         for _ in range(steps):
             mine()
-    log(f"\n{name}: one training step, op by op (mean of {steps} steps after 2 warm-up steps, {device})")
+    timing = ", kernel time (synchronised)" if sync else ""
+    log(f"\n{name}: one training step, op by op (mean of {steps} steps after 2 warm-up steps, {device}{timing})")
     log(prof.table(per=steps))
     return prof
 
@@ -775,7 +777,7 @@ def run_bench(args) -> int:
     rows = []
     cpu = args.device == "cpu"
     if args.profile:
-        run_profile(args.profile, args.device, max(1, args.repeat))
+        run_profile(args.profile, args.device, max(1, args.repeat), sync=args.sync)
         return 0
     if args.suite == "sampling":
         print(f"\nsequential sampling (Eq. AR-4) at 28x28: naive loop vs row-window sampler, same seed")

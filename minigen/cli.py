@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", metavar="CASE", choices=["vae", "pixelcnn", "dcgan", "unet", "mlp-20x16"],
                        help="instead of timing against PyTorch: one training step of CASE op by op (where the time "
                             "goes: calls, forward and backward ms, MB allocated), mean of --repeat steps")
+    bench.add_argument("--sync", action="store_true",
+                       help="with --profile on cuda: wait for the GPU around each op (kernel time, not launch time)")
     bench.add_argument("--no-reference", action="store_true",
                        help="skip the (slow) NumPy reference timings")
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")

@@ -364,31 +364,25 @@ class SGD(Optimizer):
 
 
 # --------------------------------------------------------------------------- Adam / AdamW
-def _adam_moments(p, group, state, grad):
-    """Shared core of Adam and AdamW: update the moments, return (step_size, denom)."""
+def _adam_step(p, group, state, grad):
+    """Shared core of Adam and AdamW once the gradient is formed: the moments and the step, one fused
+    kernel pass (``adam_update`` in ``kernels/``; eleven NumPy passes or GPU launches per parameter as
+    array expressions)."""
     beta1, beta2 = group["betas"]
     if not state:
         state["step"] = 0
         state["exp_avg"] = p.xp.zeros_like(p.data)
         state["exp_avg_sq"] = p.xp.zeros_like(p.data)
-        if group["amsgrad"]:
-            state["max_exp_avg_sq"] = p.xp.zeros_like(p.data)
-    state["step"] += 1
-    t = state["step"]
-    m, v = state["exp_avg"], state["exp_avg_sq"]
-    m += (1 - beta1) * (grad - m)            # torch: exp_avg.lerp_(grad, 1 - beta1)
-    v *= beta2
-    v += (1 - beta2) * (grad * grad)
-    bias_correction1 = 1 - beta1 ** t
-    bias_correction2_sqrt = math.sqrt(1 - beta2 ** t)
+    vmax = None
     if group["amsgrad"]:
         vmax = state.get("max_exp_avg_sq")
-        if vmax is None:  # amsgrad switched on after some steps
-            vmax = state["max_exp_avg_sq"] = v.copy()
-        p.xp.maximum(vmax, v, out=vmax)
-        v = vmax
-    denom = p.xp.sqrt(v) / bias_correction2_sqrt + group["eps"]
-    return group["lr"] / bias_correction1, denom
+        if vmax is None:          # also when amsgrad is switched on after some steps: max(0, v) = v
+            vmax = state["max_exp_avg_sq"] = p.xp.zeros_like(p.data)
+    state["step"] += 1
+    t = state["step"]
+    kernel = backend.get_kernel("adam_update", p.device)
+    kernel(p.data, state["exp_avg"], state["exp_avg_sq"], grad, beta1, beta2, group["lr"] / (1 - beta1 ** t),
+           math.sqrt(1 - beta2 ** t), group["eps"], vmax)
 
 
 def _validate_adam(owner, group):
@@ -445,8 +439,7 @@ class Adam(Optimizer):
         grad = _grad_array(p, group["maximize"])
         if group["weight_decay"] != 0:
             grad = grad + group["weight_decay"] * p.data
-        step_size, denom = _adam_moments(p, group, state, grad)
-        p.data -= step_size * (state["exp_avg"] / denom)
+        _adam_step(p, group, state, grad)
 
 
 class AdamW(Adam):
@@ -476,8 +469,7 @@ class AdamW(Adam):
         grad = _grad_array(p, group["maximize"])
         if group["weight_decay"] != 0:
             p.data *= 1 - group["lr"] * group["weight_decay"]
-        step_size, denom = _adam_moments(p, group, state, grad)
-        p.data -= step_size * (state["exp_avg"] / denom)
+        _adam_step(p, group, state, grad)
 
 
 # --------------------------------------------------------------------------- RMSprop

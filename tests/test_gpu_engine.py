@@ -119,4 +119,4 @@ def test_ddpm_trains_samples_and_scores_on_the_gpu(tmp_path, capsys):
     _, _, on_cpu = load_run(run)
     assert on_gpu.device == "cuda" and on_cpu.device == "cpu"
     for p, q in zip(on_cpu.parameters(), on_gpu.parameters()):
-        np.testing.assert_array_equal(q.numpy(), p.numpy())
+        np.testing.assert_array_equal(q.detach().numpy(), p.detach().numpy())

@@ -6,13 +6,14 @@
 #   3. a DDPM trained on MNIST on the GPU for TRAIN_SECONDS, scored by a classifier trained there too
 #      (Fréchet distance of 10,000 DDIM-50 samples, the variational bound in bits/dim, its sample figures).
 # Usage: tools/gpu-check.sh OUT MNIST_DIR [TRAIN_SECONDS] [STAGES]
-#   STAGES: any of tests,bench,ddpm (default: all three). Everything is written under OUT.
+#   STAGES: any of tests,bench,profile,ddpm (default: all four; profile = the U-Net step op by op, launch and
+#   kernel time). Everything is written under OUT.
 # Each stage has its own time limit and runs even when an earlier one fails.
 set -u
 OUT=${1:?OUT folder}
 DATA=${2:?folder holding the MNIST files}
 SECS=${3:-240}
-STAGES=${4:-tests,bench,ddpm}
+STAGES=${4:-tests,bench,profile,ddpm}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 # without an install, the top-level kernels/ folder is the package minigen.kernels (see setup.py)
@@ -43,8 +44,8 @@ if [[ $STAGES == *ddpm* ]]; then
     timeout 60 python3 -m minigen.cli eval $R/mnist-classifier --device cuda --no-progress | tail -8 ) \
     > "$OUT/train.log" 2>&1 &
   CLS=$!
-  # the end of the run draws its figures: a grid and the denoising strip, two runs of Algorithm 2 (T = 1000)
-  ( timeout $((SECS + 110)) python3 -m minigen.cli train ddpm --data-dir "$DATA" --channels 64 --blocks 1 --dropout 0 \
+  # the end of the run draws its figures: a grid and the denoising strip, one run of Algorithm 2 (T = 1000)
+  ( timeout $((SECS + 180)) python3 -m minigen.cli train ddpm --data-dir "$DATA" --channels 64 --blocks 1 --dropout 0 \
       --batch-size 128 --lr 5e-4 --schedule cosine --ema 0.995 --steps $((SECS * 11)) --time-limit "$SECS" \
       --checkpoint-every 5000 --log-every 100 --name ddpm-mnist-gpu --runs-dir $R --device cuda --no-progress
     echo "ddpm exit $?" ) > "$OUT/ddpm-train.log" 2>&1 &
@@ -56,16 +57,20 @@ fi
 if [[ $STAGES == *bench* ]]; then
   step "minigen bench --suite all --device cuda"
   timeout 120 python3 -m minigen.cli bench --suite all --device cuda --out "$OUT/bench" 2>&1 | tee -a "$LOG"
-  timeout 60 python3 -m minigen.cli bench --profile unet --device cuda --repeat 3 2>&1 | tee -a "$LOG"
 fi
 
 if [[ $STAGES == *ddpm* ]]; then
   step "Frechet distance of 10,000 DDIM-50 samples; the one-term bound over the whole test set"
-  timeout 100 python3 -m minigen.cli eval $R/ddpm-mnist-gpu --device cuda --sampler ddim --steps 50 --samples 10000 \
+  timeout 180 python3 -m minigen.cli eval $R/ddpm-mnist-gpu --device cuda --sampler ddim --steps 50 --samples 10000 \
     --classifier $R/mnist-classifier --no-progress 2>&1 | tail -24 | tee -a "$LOG"
   timeout 30 python3 -m minigen.cli eval $R/ddpm-mnist-gpu --device cuda --samples 0 --bound --bound-terms sampled \
     --output bound.json --no-progress 2>&1 | tail -8 | tee -a "$LOG"
   cat "$OUT/ddpm-train.log" >> "$OUT/train.log"; rm -f "$OUT/ddpm-train.log"
   tar czf "$OUT/runs.tgz" --exclude='*.npz' $R 2>/dev/null
+fi
+if [[ $STAGES == *profile* ]]; then
+  step "the U-Net step at batch 128 op by op: launch time, then kernel time"
+  timeout 60 python3 -m minigen.cli bench --profile unet --device cuda --repeat 3 2>&1 | tee -a "$LOG"
+  timeout 60 python3 -m minigen.cli bench --profile unet --device cuda --repeat 3 --sync 2>&1 | tee -a "$LOG"
 fi
 step done

@@ -2,7 +2,7 @@
 from .attention import attention_backward, attention_forward  # noqa: F401
 from .conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad  # noqa: F401
 from .diffusion import diffusion_p_sample, diffusion_q_sample  # noqa: F401
-from .elementwise import bernoulli_log_likelihood, erf, momentum_ascent_step, silu, silu_backward, softplus  # noqa: F401
+from .elementwise import adam_update, bernoulli_log_likelihood, erf, momentum_ascent_step, silu, silu_backward, softplus  # noqa: F401
 from .hopfield import hopfield_async_sweeps  # noqa: F401
 from .gibbs import rbm_gibbs_chain, rbm_sample_hidden, rbm_sample_visible  # noqa: F401
 from .nade import nade_backward, nade_forward  # noqa: F401

@@ -107,3 +107,67 @@ def test_momentum_ascent_step_gpu_matches_reference():
     ref.momentum_ascent_step(p, v, g, 0.1, 0.9, 1e-3)
     np.testing.assert_allclose(cupy.asnumpy(pg), p, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(cupy.asnumpy(vg), v, rtol=1e-5, atol=1e-6)
+
+
+def _adam_operands(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    param, exp_avg, grad = (rng.normal(size=shape).astype(dtype) for _ in range(3))
+    exp_avg_sq, vmax = (rng.random(shape).astype(dtype) for _ in range(2))
+    return param, exp_avg, exp_avg_sq, vmax, grad
+
+
+ADAM_SCALARS = dict(beta1=0.9, beta2=0.999, step_size=1e-3 / (1 - 0.9 ** 3), bias_correction2_sqrt=np.sqrt(1 - 0.999 ** 3),
+                    eps=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=9), seed=st.integers(0, 99), amsgrad=st.booleans(),
+       beta1=st.floats(0, 0.99), beta2=st.floats(0, 0.9999))
+def test_adam_update_cpu_matches_reference(dtype, shape, seed, amsgrad, beta1, beta2):
+    scalars = {**ADAM_SCALARS, "beta1": beta1, "beta2": beta2}
+    mine, theirs = _adam_operands(shape, dtype, seed), _adam_operands(shape, dtype, seed)
+    for (p, m, v, vmax, g), impl in ((mine, cpu), (theirs, ref)):
+        assert impl.adam_update(p, m, v, g, **scalars, max_exp_avg_sq=vmax if amsgrad else None) is None
+    tol = dict(rtol=2e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-15)
+    for got, want in zip(mine, theirs):
+        np.testing.assert_allclose(got, want, **tol)
+
+
+def test_adam_update_reference_is_the_rule():
+    """m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², v_max ← max(v_max, v), θ ← θ − s·m/(√v̂/c + ε), in float64."""
+    p, m, v, vmax, g = _adam_operands((5, 4), np.float64, 1)
+    p0, m0, v0, vmax0 = p.copy(), m.copy(), v.copy(), vmax.copy()
+    s, c, eps = ADAM_SCALARS["step_size"], ADAM_SCALARS["bias_correction2_sqrt"], ADAM_SCALARS["eps"]
+    for amsgrad in (False, True):
+        p, m, v, vmax = p0.copy(), m0.copy(), v0.copy(), vmax0.copy()
+        ref.adam_update(p, m, v, g, **ADAM_SCALARS, max_exp_avg_sq=vmax if amsgrad else None)
+        m_want, v_want = 0.9 * m0 + 0.1 * g, 0.999 * v0 + 0.001 * g * g
+        v_hat = np.maximum(vmax0, v_want) if amsgrad else v_want
+        np.testing.assert_allclose(m, m_want, rtol=1e-14)
+        np.testing.assert_allclose(v, v_want, rtol=1e-14)
+        np.testing.assert_allclose(p, p0 - s * m_want / (np.sqrt(v_hat) / c + eps), rtol=1e-13)
+        np.testing.assert_array_equal(vmax, np.maximum(vmax0, v_want) if amsgrad else vmax0)
+
+
+def test_adam_update_cpu_updates_a_strided_parameter_in_place():
+    """A parameter that is a view (not C-contiguous) is still updated where it lives."""
+    p, m, v, _, g = _adam_operands((6, 4), np.float32, 2)
+    want = [a.copy() for a in (p.T, m.T, v.T)]
+    ref.adam_update(*want, g.T.copy(), **ADAM_SCALARS)
+    view = p.T
+    cpu.adam_update(view, m.T, v.T, g.T, **ADAM_SCALARS)
+    np.testing.assert_allclose(p.T, want[0], rtol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_update_gpu_matches_reference(amsgrad):
+    import cupy
+
+    from minigen.kernels.gpu import elementwise as gpu
+    host = _adam_operands((37, 11), np.float32, 0)
+    dev = [cupy.asarray(a) for a in host]
+    for (p, m, v, vmax, g), impl in ((dev, gpu), (host, ref)):
+        impl.adam_update(p, m, v, g, **ADAM_SCALARS, max_exp_avg_sq=vmax if amsgrad else None)
+    for got, want in zip(dev, host):
+        np.testing.assert_allclose(cupy.asnumpy(got), want, rtol=2e-6, atol=1e-7)
