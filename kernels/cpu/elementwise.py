@@ -90,7 +90,9 @@ def _adam_body(param, exp_avg, exp_avg_sq, vmax, grad, b1c, b2, b2c, step_size, 
         param[i] -= step_size * (m / (np.sqrt(v) / c + eps))
 
 
-_adam = serial_and_parallel(_adam_body, fastmath=True)
+# IEEE arithmetic, no fast-math: a NaN gradient must reach the parameters (the anomaly mode reports it
+# there) instead of being assumed away, and 0/0 must give NaN rather than raise.
+_adam = serial_and_parallel(_adam_body, error_model="numpy")
 
 
 def adam_update(param, exp_avg, exp_avg_sq, grad, beta1, beta2, step_size, bias_correction2_sqrt, eps,

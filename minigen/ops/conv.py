@@ -10,6 +10,11 @@ any order are again convolutions:
 Each forward is a kernel picked by :func:`minigen.backend.get_kernel`
 (Numba on the CPU, CuPy on the GPU, NumPy reference as the fallback), and each
 backward is a combination of the other two ops.
+
+The first two take the layer's bias too, added in place to the kernel's fresh output: as a separate
+``y + b`` the engine's graph would keep the bias-free output alive until the backward (every op holds
+its inputs), a whole activation per layer that PyTorch, whose graph holds only what backward reads,
+frees at once. Its gradient is :math:`\\bar b_c = \\sum_{n,i,j} \\bar y_{ncij}`.
 """
 from __future__ import annotations
 
@@ -28,15 +33,15 @@ class Conv2d(Function):
     """:math:`\\bar x = \\mathrm{conv}^\\top(\\bar y, W)`, :math:`\\bar W = \\mathrm{conv}_w(x, \\bar y)`."""
 
     @staticmethod
-    def forward(ctx, x, w, geometry):
-        return _kernel("conv2d_forward", x)(x, w, *geometry)
+    def forward(ctx, x, w, b, geometry):
+        return _plus_bias(_kernel("conv2d_forward", x)(x, w, *geometry), b)
 
     @staticmethod
     def backward(ctx, g):
-        x, w, geometry = ctx.inputs
-        gx = ConvTranspose2d.apply(g, w, x.shape, geometry) if x.requires_grad else None
+        x, w, b, geometry = ctx.inputs
+        gx = ConvTranspose2d.apply(g, w, None, x.shape, geometry) if x.requires_grad else None
         gw = Conv2dWeightGrad.apply(x, g, w.shape, geometry) if w.requires_grad else None
-        return gx, gw, None
+        return gx, gw, _bias_grad(b, g), None
 
 
 class ConvTranspose2d(Function):
@@ -44,15 +49,15 @@ class ConvTranspose2d(Function):
     its gradients are ``conv(ȳ', W)`` for ``y`` and ``conv_w(ȳ', y)`` for ``W``."""
 
     @staticmethod
-    def forward(ctx, y, w, input_shape, geometry):
-        return _kernel("conv2d_input_grad", y)(y, w, input_shape, *geometry)
+    def forward(ctx, y, w, b, input_shape, geometry):
+        return _plus_bias(_kernel("conv2d_input_grad", y)(y, w, input_shape, *geometry), b)
 
     @staticmethod
     def backward(ctx, g):
-        y, w, _, geometry = ctx.inputs
-        gy = Conv2d.apply(g, w, geometry) if y.requires_grad else None
+        y, w, b, _, geometry = ctx.inputs
+        gy = Conv2d.apply(g, w, None, geometry) if y.requires_grad else None
         gw = Conv2dWeightGrad.apply(g, y, w.shape, geometry) if w.requires_grad else None
-        return gy, gw, None, None
+        return gy, gw, _bias_grad(b, g), None, None
 
 
 class Conv2dWeightGrad(Function):
@@ -67,8 +72,8 @@ class Conv2dWeightGrad(Function):
     @staticmethod
     def backward(ctx, g):
         x, y, _, geometry = ctx.inputs
-        gx = ConvTranspose2d.apply(y, g, x.shape, geometry) if x.requires_grad else None
-        gy = Conv2d.apply(x, g, geometry) if y.requires_grad else None
+        gx = ConvTranspose2d.apply(y, g, None, x.shape, geometry) if x.requires_grad else None
+        gy = Conv2d.apply(x, g, None, geometry) if y.requires_grad else None
         return gx, gy, None, None
 
 
@@ -83,12 +88,26 @@ def _geometry(name, stride, padding, dilation, groups):
     return stride, padding, dilation, int(groups)
 
 
-def _add_bias(name, y, bias):
+def _plus_bias(y, b):
+    """The kernel's fresh output y, plus the per-channel bias ``b`` (an array or None) in place."""
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
+    return y
+
+
+def _bias_grad(b, g):
+    return g.sum(dim=(0, 2, 3)) if isinstance(b, Tensor) and b.requires_grad else None
+
+
+def _check_bias(name, bias, channels, input):  # noqa: A002
     if bias is None:
-        return y
-    if bias.shape != (y.shape[1],):
-        raise ValueError(f"{name}: bias must have shape ({y.shape[1]},), got {bias.shape}")
-    return y + bias.reshape(1, -1, 1, 1)
+        return
+    if bias.shape != (channels,):
+        raise ValueError(f"{name}: bias must have shape ({channels},), got {bias.shape}")
+    if bias.dtype != input.dtype:
+        raise TypeError(f"{name}: bias dtype {bias.dtype} != input dtype {input.dtype}")
+    if bias.device != input.device:
+        raise ValueError(f"{name}: input is on {input.device} but bias on {bias.device}")
 
 
 @tensor_args("input", "weight", "bias")
@@ -113,7 +132,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise TypeError(f"{name}: input dtype {input.dtype} != weight dtype {weight.dtype}")
     if input.device != weight.device:
         raise ValueError(f"{name}: input is on {input.device} but weight on {weight.device}")
-    return _add_bias(name, Conv2d.apply(input, weight, geometry), bias)
+    _check_bias(name, bias, c_out, input)
+    return Conv2d.apply(input, weight, bias, geometry)
 
 
 @tensor_args("input", "weight", "bias")
@@ -150,7 +170,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"{name}: the output size {out_h}x{out_w} is not positive")
     out_shape = (n, c_out_g * groups, out_h, out_w)
-    return _add_bias(name, ConvTranspose2d.apply(input, weight, out_shape, geometry), bias)
+    _check_bias(name, bias, out_shape[1], input)
+    return ConvTranspose2d.apply(input, weight, bias, out_shape, geometry)
 
 
 # --------------------------------------------------------------------------- pooling
