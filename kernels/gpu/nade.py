@@ -15,6 +15,8 @@ instantiations of one C++ template.
 import cupy
 import numpy as np
 
+from ._compile import TemplateKernels
+
 _THREADS = 256      # a power of two: the forward's tree reduction halves it
 
 _SOURCE = r"""
@@ -73,16 +75,7 @@ __global__ void nade_backward(const T* x, const T* W, const T* c, const T* V, co
 }
 """ % _THREADS
 
-_NAMES = [f"nade_{step}<{ctype}>" for step in ("forward", "backward") for ctype in ("float", "double")]
-_module = None
-
-
-def _kernel(step, dtype):
-    """The compiled ``nade_<step><float|double>`` (compiled once, on first use)."""
-    global _module
-    if _module is None:
-        _module = cupy.RawModule(code=_SOURCE, options=("-std=c++11",), name_expressions=_NAMES)
-    return _module.get_function(f"nade_{step}<{'float' if np.dtype(dtype) == np.float32 else 'double'}>")
+_kernel = TemplateKernels(_SOURCE, "nade", ("forward", "backward"))
 
 
 def _same_dtype(dtype, *arrays):

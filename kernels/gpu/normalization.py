@@ -16,6 +16,8 @@ import numpy as np
 
 from minigen.kernels import reference
 
+from ._compile import TemplateKernels
+
 _THREADS = 256      # a power of two: the tree reduction halves it
 
 _SOURCE = r"""
@@ -95,16 +97,7 @@ __global__ void group_norm_backward(const T* x, const T* gy, const T* weight, co
 }
 """ % _THREADS
 
-_NAMES = [f"group_norm_{step}<{ctype}>" for step in ("forward", "backward") for ctype in ("float", "double")]
-_module = None
-
-
-def _kernel(step, dtype):
-    """The compiled ``group_norm_<step><float|double>`` (compiled once, on first use)."""
-    global _module
-    if _module is None:
-        _module = cupy.RawModule(code=_SOURCE, options=("-std=c++11",), name_expressions=_NAMES)
-    return _module.get_function(f"group_norm_{step}<{'float' if np.dtype(dtype) == np.float32 else 'double'}>")
+_kernel = TemplateKernels(_SOURCE, "group_norm", ("forward", "backward"))
 
 
 def _fused(x):
