@@ -606,6 +606,10 @@ def conv2d_forward(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=
                          ).reshape(y.shape)
     if _whole_input((h, wd), w.shape, padding, dilation, groups):
         return np.matmul(x.reshape(n, -1), w.reshape(c_out, -1).T).reshape(y.shape)
+    if _short_reduction(w.shape, groups, _SHORT_FORWARD):
+        col = _unrolled_patches(x, kh, kw, stride, padding, dilation, out_h, out_w)
+        np.matmul(w.reshape(c_out, -1), col, out=y.reshape(n, c_out, -1))
+        return y
     nthr = _threads(y.size)
     if og < _FEW:
         return _forward_few(x, w, y, stride, padding, dilation, groups, nthr)
@@ -836,6 +840,11 @@ def conv2d_weight_grad(x, g, weight_shape, stride=(1, 1), padding=(0, 0), dilati
         return per_image.sum(axis=0).reshape(c_out, cg, kh, kw)
     if _whole_input(x.shape[2:], (c_out, cg, kh, kw), padding, dilation, groups):
         return np.matmul(g.reshape(n, c_out).T, x.reshape(n, -1)).reshape(c_out, cg, kh, kw)
+    if _short_reduction((c_out, cg, kh, kw), groups, _SHORT_WEIGHT_GRAD):
+        # dw = Σ_n g[n] col[n]^T: a (C_out, K) product per image, summed over the batch
+        col = _unrolled_patches(x, kh, kw, stride, padding, dilation, out_h, out_w)
+        per_image = np.matmul(g.reshape(n, c_out, -1), col.transpose(0, 2, 1))
+        return per_image.sum(axis=0).reshape(c_out, cg, kh, kw)
     og = c_out // groups
     phase, ah, aw = _forward_taps(kh, kw, stride, dilation)
     hq, wq, tail = _shifted_grid(x.shape[2:], padding, stride, (out_h, out_w), ah, aw)
@@ -877,6 +886,39 @@ def _whole_input(size, weight_shape, padding, dilation, groups):
     c_out, cg, kh, kw = weight_shape
     return tuple(int(v) for v in size) == (kh, kw) and kh * kw > 1 and padding == (0, 0) \
         and dilation == (1, 1) and groups == 1
+
+
+# A first layer reads one or a few channels: with C_in·kh·kw this short, the packed kernels' register
+# blocks are mostly padding and the patch layout costs more than the arithmetic, while the unrolled
+# patches are small and one BLAS product over them runs near the machine's peak. Measured on a 2-core
+# AVX-512 EPYC, (64, 1, 28, 28): k4 s2 → 64 channels forward 2.0 → 0.4 ms and weight gradient
+# 0.86 → 0.42 ms; k3 → 32 channels 3.7 → 0.5 ms and 1.9 → 0.5 ms. Beyond these lengths the packed
+# kernels win again (C_in·kh·kw = 144: forward 8.3 vs 10.7 ms).
+_SHORT_FORWARD, _SHORT_WEIGHT_GRAD = 64, 49
+
+
+def _short_reduction(weight_shape, groups, limit):
+    """A convolution whose reduction length C_in·kh·kw is at most ``limit`` (see above)."""
+    c_out, cg, kh, kw = weight_shape
+    return groups == 1 and cg * kh * kw <= limit and kh * kw > 1
+
+
+def _unrolled_patches(x, kh, kw, stride, padding, dilation, out_h, out_w):
+    """im2col: ``col[n, (c, p, q), (i, j)] = x_padded[n, c, i*sh + p*dh, j*sw + q*dw]``, one strided
+    slice copy per tap (kh·kw NumPy copies of N·C·out_h·out_w values each)."""
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    xp = x
+    if ph or pw:
+        xp = _scratch("short_padded", (n, c, h + 2 * ph, w + 2 * pw), x.dtype)
+        xp[:, :, :ph], xp[:, :, h + ph:], xp[:, :, :, :pw], xp[:, :, :, w + pw:] = 0, 0, 0, 0
+        xp[:, :, ph:ph + h, pw:pw + w] = x
+    col = _scratch("short_patches", (n, c, kh, kw, out_h, out_w), x.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            col[:, :, p, q] = xp[:, :, p * dh:p * dh + sh * (out_h - 1) + 1:sh,
+                                 q * dw:q * dw + sw * (out_w - 1) + 1:sw]
+    return col.reshape(n, c * kh * kw, out_h * out_w)
 
 
 def _pair(v):

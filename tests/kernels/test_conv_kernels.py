@@ -13,6 +13,8 @@ every code path meets every geometry.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 import pytest
@@ -159,24 +161,46 @@ BENCH_SHAPES = {
 # --------------------------------------------------------------------------- Numba (CPU)
 
 
+@contextlib.contextmanager
+def _paths(which):
+    """``dispatched``: the kernels as they choose; ``packed``: the unrolled-patch path for short
+    reductions switched off, so the packed kernels also meet the small geometries drawn here."""
+    saved = cpu._SHORT_FORWARD, cpu._SHORT_WEIGHT_GRAD
+    if which == "packed":
+        cpu._SHORT_FORWARD = cpu._SHORT_WEIGHT_GRAD = 0
+    try:
+        yield
+    finally:
+        cpu._SHORT_FORWARD, cpu._SHORT_WEIGHT_GRAD = saved
+
+
+PATHS = pytest.mark.parametrize("path", ["dispatched", "packed"])
+
+
+@PATHS
 @settings(max_examples=60, deadline=None)
 @given(geo=geometries())
-def test_cpu_matches_reference_float64(geo):
-    _check_against_reference(cpu, geo, np.float64)
+def test_cpu_matches_reference_float64(path, geo):
+    with _paths(path):
+        _check_against_reference(cpu, geo, np.float64)
 
 
+@PATHS
 @settings(max_examples=30, deadline=None)
 @given(geo=geometries())
-def test_cpu_matches_reference_float32(geo):
-    _check_against_reference(cpu, geo, np.float32)
+def test_cpu_matches_reference_float32(path, geo):
+    with _paths(path):
+        _check_against_reference(cpu, geo, np.float32)
 
 
+@PATHS
 @settings(max_examples=40, deadline=None)
 @given(geo=geometries())
-def test_cpu_adjoint_identities(geo):
+def test_cpu_adjoint_identities(path, geo):
     """<conv(x,w), g> = <x, conv^T(g,w)> = <w, conv_w(x,g)>: the input- and
     weight-gradient kernels are the adjoints of the forward kernel."""
-    gap_x, gap_w = _adjoint_gaps(cpu, geo)
+    with _paths(path):
+        gap_x, gap_w = _adjoint_gaps(cpu, geo)
     assert gap_x < 1e-12 and gap_w < 1e-12
 
 
@@ -189,7 +213,8 @@ def test_cpu_work_split_boundaries(geo, shares):
     original = cpu._threads
     cpu._threads = lambda work: shares
     try:
-        _check_against_reference(cpu, geo, np.float64)
+        with _paths("packed"):
+            _check_against_reference(cpu, geo, np.float64)
     finally:
         cpu._threads = original
 
@@ -203,6 +228,16 @@ def test_cpu_edge_cases(case, dtype):
 @pytest.mark.parametrize("case", sorted(BENCH_SHAPES))
 def test_cpu_benchmark_shapes_float32(case):
     _check_against_reference(cpu, BENCH_SHAPES[case], np.float32)
+
+
+def test_cpu_short_reductions_take_the_unrolled_patches():
+    """A first layer (one input channel, up to 7x7) takes im2col + one BLAS product; longer reductions,
+    1x1 kernels and groups keep the packed kernels. The values are checked above on both paths."""
+    assert cpu._short_reduction((64, 1, 4, 4), 1, cpu._SHORT_FORWARD)        # DCGAN's first layer
+    assert cpu._short_reduction((64, 1, 7, 7), 1, cpu._SHORT_WEIGHT_GRAD)    # PixelCNN's 7x7 mask A
+    assert not cpu._short_reduction((64, 16, 3, 3), 1, cpu._SHORT_FORWARD)   # 144 long
+    assert not cpu._short_reduction((64, 8, 1, 1), 1, cpu._SHORT_FORWARD)    # 1x1: pointwise or packed
+    assert not cpu._short_reduction((6, 1, 3, 3), 6, cpu._SHORT_FORWARD)     # depthwise
 
 
 def test_cpu_pointwise_path_is_taken_only_where_it_is_a_matrix_product():
