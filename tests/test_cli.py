@@ -318,6 +318,16 @@ def test_gan_modes_experiment_tabulates_every_method(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "4 scored runs taken" in out and "0 to train" in out
     assert json.loads((fresh / "eval.json").read_text())["table"] == result["table"]
+    # and the other way: a run scored here is added to the shared folder at once (samples of seed 0 only)
+    shared = tmp_path / "shared"
+    assert main(["eval", "gan-modes", "--gan-data", "ring8", "--gan-methods", "gan", "--gan-seeds", "2",
+                 "--gan-steps", "20", "--gan-options", "--g-hidden 8 --d-hidden 8 --batch-size 20",
+                 "--gan-merge", str(shared), "--out", str(tmp_path / "both")]) == 0
+    assert "0 scored runs taken" in capsys.readouterr().out
+    assert sorted(p.name for p in shared.iterdir()) == ["ring8-gan-s0", "ring8-gan-s1"]
+    assert (shared / "ring8-gan-s0" / "samples.npy").exists() and not (shared / "ring8-gan-s1" / "samples.npy").exists()
+    assert json.loads((shared / "ring8-gan-s1" / "modes.json").read_text()) == \
+        json.loads((tmp_path / "both" / "runs" / "ring8-gan-s1" / "modes.json").read_text())
 
 
 @pytest.mark.equation("GAN-7")

@@ -55,9 +55,11 @@ def add_gan_modes_arguments(parser) -> None:
                              "\"--schedule cosine\": the learning rate decays to 0 over the run)")
     parser.add_argument("--jobs", type=int, default=2, help="gan-modes: runs trained at once, one thread each "
                                                             "(default: 2)")
-    parser.add_argument("--gan-merge", metavar="DIR", help="gan-modes: a folder of runs scored elsewhere (another "
-                                                          "machine, an earlier copy): each DIR/<run>/modes.json, with "
-                                                          "its samples.npy, is taken as that run finished")
+    parser.add_argument("--gan-merge", metavar="DIR", help="gan-modes: a folder of scored runs shared across machines "
+                                                          "and sessions: each DIR/<run>/modes.json, with its samples.npy, "
+                                                          "is taken as that run finished, and each run scored here is "
+                                                          "added to DIR as soon as it is scored (samples of seed 0 only, "
+                                                          "which the figure uses)")
 
 
 def _train_command(data, method, seed, steps, runs_dir, extra, resume) -> list:
@@ -69,13 +71,16 @@ def _train_command(data, method, seed, steps, runs_dir, extra, resume) -> list:
 
 
 def _train_and_score(job) -> None:
-    """Train one run (a fresh process, one thread), then score it into its ``modes.json`` and ``samples.npy``."""
-    cmd, run_dir, seed = job
+    """Train one run (a fresh process, one thread), then score it into its ``modes.json`` and ``samples.npy``
+    (and copy the scores into the shared folder, when there is one)."""
+    cmd, run_dir, seed, shared = job
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode:
         raise RuntimeError(f"gan-modes: `{shlex.join(cmd[2:])}` failed: {done.stderr.strip()[-500:]}")
     _score(run_dir, seed)
+    if shared:
+        _copy_scores(run_dir, os.path.join(shared, os.path.basename(run_dir)), samples=seed == 0)
 
 
 def _score(run_dir, seed) -> None:
@@ -95,19 +100,25 @@ def _score(run_dir, seed) -> None:
     write_json(os.path.join(run_dir, "modes.json"), mode_coverage(samples, toy.mode_centers, toy.mode_std))
 
 
+def _copy_scores(src: str, dst: str, samples: bool = True) -> None:
+    """Copy a scored run's ``samples.npy`` (when present and wanted) and ``modes.json`` from ``src`` to
+    ``dst``; ``modes.json`` last, so a folder holding it is complete."""
+    import shutil
+    os.makedirs(dst, exist_ok=True)
+    if samples and os.path.exists(os.path.join(src, "samples.npy")):
+        shutil.copyfile(os.path.join(src, "samples.npy"), os.path.join(dst, "samples.npy"))
+    shutil.copyfile(os.path.join(src, "modes.json"), os.path.join(dst, "modes.json"))
+
+
 def _merge_scored(source: str, runs_dir: str, cells) -> int:
     """Copy the scores (``modes.json``, ``samples.npy``) of the cells' runs found in ``source`` into
     ``runs_dir`` where that run is not scored yet; returns how many were taken."""
-    import shutil
     taken = 0
     for d, m, s in cells:
         name = f"{d}-{m}-s{s}"
         src, dst = os.path.join(source, name), os.path.join(runs_dir, name)
         if os.path.exists(os.path.join(src, "modes.json")) and not os.path.exists(os.path.join(dst, "modes.json")):
-            os.makedirs(dst, exist_ok=True)
-            if os.path.exists(os.path.join(src, "samples.npy")):
-                shutil.copyfile(os.path.join(src, "samples.npy"), os.path.join(dst, "samples.npy"))
-            shutil.copyfile(os.path.join(src, "modes.json"), os.path.join(dst, "modes.json"))   # last: complete
+            _copy_scores(src, dst)
             taken += 1
     return taken
 
@@ -132,7 +143,8 @@ def gan_modes_experiment(args, out: str) -> dict:
         run_dir = os.path.join(runs_dir, f"{d}-{m}-s{s}")
         if not os.path.exists(os.path.join(run_dir, "modes.json")):
             todo.append((_train_command(d, m, s, args.gan_steps, runs_dir, args.gan_options,
-                                        resume=os.path.exists(os.path.join(run_dir, "checkpoint.npz"))), run_dir, s))
+                                        resume=os.path.exists(os.path.join(run_dir, "checkpoint.npz"))), run_dir, s,
+                         getattr(args, "gan_merge", None)))
     print(f"gan-modes: {len(cells)} runs, {len(todo)} to train ({args.jobs} at a time)", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         for i, _ in enumerate(pool.map(_train_and_score, todo), 1):
