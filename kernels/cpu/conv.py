@@ -907,7 +907,7 @@ def _unrolled_patches(x, kh, kw, stride, padding, dilation, out_h, out_w):
     """im2col: ``col[n, (c, p, q), (i, j)] = x_padded[n, c, i*sh + p*dh, j*sw + q*dw]``, one strided
     slice copy per tap (kh·kw NumPy copies of N·C·out_h·out_w values each)."""
     n, c, h, w = x.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    ph, pw = padding
     xp = x
     if ph or pw:
         xp = _scratch("short_padded", (n, c, h + 2 * ph, w + 2 * pw), x.dtype)
@@ -916,8 +916,7 @@ def _unrolled_patches(x, kh, kw, stride, padding, dilation, out_h, out_w):
     col = _scratch("short_patches", (n, c, kh, kw, out_h, out_w), x.dtype)
     for p in range(kh):
         for q in range(kw):
-            col[:, :, p, q] = xp[:, :, p * dh:p * dh + sh * (out_h - 1) + 1:sh,
-                                 q * dw:q * dw + sw * (out_w - 1) + 1:sw]
+            col[:, :, p, q] = _reference._window(xp, p, q, stride, dilation, out_h, out_w)
     return col.reshape(n, c * kh * kw, out_h * out_w)
 
 
