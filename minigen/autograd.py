@@ -526,8 +526,12 @@ def _run_backward(outputs, gradients, retain_graph, create_graph, inputs=None):
                 "(did you create it under no_grad, or forget requires_grad=True?)"
             )
     grads: dict[int, Tensor] = {}
+    # Arrays a leaf's .grad may not take over without a copy: the caller's own gradients, and every
+    # array already handed to a leaf (an Add gives one gradient to both of its inputs).
+    handed: set[int] = set()
     for out, g in zip(outputs, gradients):
         g = _initial_gradient(out, g)
+        handed.add(id(g.data))
         grads[id(out)] = grads[id(out)] + g if id(out) in grads else g
 
     wanted = {id(t): t for t in inputs} if inputs is not None else None
@@ -543,9 +547,14 @@ def _run_backward(outputs, gradients, retain_graph, create_graph, inputs=None):
             if create_graph:
                 tensor.grad = g if tensor.grad is None else tensor.grad + g
             elif tensor.grad is None:
-                # A fresh array the user owns: g may be a broadcast view or be shared
-                # with another leaf, and optimizers and users may write into .grad.
-                tensor.grad = Tensor._wrap(g.xp.array(g.data, order="C", copy=True))
+                # .grad must be an array of its own (optimizers and users write into it): a
+                # fresh contiguous result of a backward formula is taken as it is — most are —
+                # but a view (a broadcast, a reshape) or an array handed out before is copied.
+                data = g.data
+                if data.base is not None or not data.flags.c_contiguous or id(data) in handed:
+                    data = g.xp.array(data, order="C", copy=True)
+                handed.add(id(data))
+                tensor.grad = Tensor._wrap(data)
             else:
                 tensor.grad = Tensor._wrap(tensor.grad.data + g.data)
 
@@ -590,7 +599,9 @@ def _run_backward(outputs, gradients, retain_graph, create_graph, inputs=None):
     # Leaves among the outputs themselves (x.backward() on a leaf).
     for out, g in zip(outputs, gradients):
         if out.grad_fn is None:
-            deliver(out, _initial_gradient(out, g))
+            g = _initial_gradient(out, g)
+            handed.add(id(g.data))
+            deliver(out, g)
     if wanted is not None:
         return [captured.get(id(t)) for t in inputs]
     return None

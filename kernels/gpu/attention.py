@@ -12,7 +12,9 @@
 
 The recipe is plain on purpose:
 
-* the four kinds of matrix product are batched cuBLAS calls (``cupy.matmul``);
+* the four kinds of matrix product are strided-batched cuBLAS calls (``_blas.matmul_strided``:
+  one call per group of heads, the transposes read off the layout, the scale
+  :math:`1/\\sqrt d` folded into the product);
 * the forward's row softmax is one CUDA kernel (``_SOFTMAX_SOURCE``): one thread
   block per score row finds the row maximum, sums the exponentials, writes the
   probabilities in place and the row's log-sum-exp -- the causal limit is applied
@@ -32,6 +34,8 @@ import math
 
 import cupy
 import numpy as np
+
+from ._blas import matmul_strided
 
 __all__ = ["attention_forward", "attention_backward"]
 
@@ -161,8 +165,9 @@ def _compact_mask(mask, lead, tq, tk, dt):
 
 def _scores(q, k, mask_add, mask_index, h0, h1, scale):
     """Masked, scaled scores of heads ``h0:h1`` (causal is applied by the kernels)."""
-    s = cupy.matmul(q[h0:h1], k[h0:h1].transpose(0, 2, 1))
-    s *= scale
+    (tq, d), tk = q.shape[1:], k.shape[1]
+    s = cupy.empty((h1 - h0, tq, tk), q.dtype)
+    matmul_strided(q[h0:], k[h0:], s, tq, tk, d, h1 - h0, tq * d, tk * d, tq * tk, trans_b=True, alpha=scale)
     if mask_add is not None:
         s += mask_add[cupy.asarray(mask_index[h0:h1])]
     return s
@@ -193,7 +198,7 @@ def attention_forward(q, k, v, mask=None, causal=False, scale=None):
                                             np.int32(bool(causal))))
         else:
             lse[h0:h1] = -np.inf
-        cupy.matmul(s, v3[h0:h1], out=out[h0:h1])
+        matmul_strided(s, v3[h0:], out[h0:], tq, dv, tk, h1 - h0, tq * tk, tk * dv, tq * dv)
     out = out.reshape(lead + (tq, dv)).astype(q.dtype, copy=False)
     lse = lse.reshape(lead + (tq,)).astype(q.dtype, copy=False)
     return cupy.ascontiguousarray(out), cupy.ascontiguousarray(lse)
@@ -217,13 +222,15 @@ def attention_backward(q, k, v, out, lse, grad_out, mask=None, causal=False, sca
     dvv = cupy.empty((nh, tk, dv), dt)
     for h0, h1 in _groups(nh, tq, tk, dt.itemsize):
         s = _scores(q3, k3, mask_add, mask_index, h0, h1, scale)
-        dp = cupy.matmul(g3[h0:h1], v3[h0:h1].transpose(0, 2, 1))
+        heads = h1 - h0
+        dp = cupy.empty_like(s)
+        matmul_strided(g3[h0:], v3[h0:], dp, tq, tk, dv, heads, tq * dv, tk * dv, tq * tk, trans_b=True)
         p, ds = _backward_ds(s, dp, l2[h0:h1].ravel(), rowdot[h0:h1].ravel(), tq, tk,
                              bool(causal))
-        cupy.matmul(p.transpose(0, 2, 1), g3[h0:h1], out=dvv[h0:h1])
-        cupy.matmul(ds, k3[h0:h1], out=dq[h0:h1])
-        cupy.matmul(ds.transpose(0, 2, 1), q3[h0:h1], out=dk[h0:h1])
-    dq *= scale
-    dk *= scale
+        # dV = P^T dO, dQ = scale dS K, dK = scale dS^T Q (P and dS are stored (tq, tk))
+        matmul_strided(p, g3[h0:], dvv[h0:], tk, dv, tq, heads, tq * tk, tq * dv, tk * dv, trans_a=True)
+        matmul_strided(ds, k3[h0:], dq[h0:], tq, d, tk, heads, tq * tk, tk * d, tq * d, alpha=scale)
+        matmul_strided(ds, q3[h0:], dk[h0:], tk, d, tq, heads, tq * tk, tq * d, tk * d, trans_a=True,
+                       alpha=scale)
     return tuple(cupy.ascontiguousarray(a.reshape(lead + a.shape[1:]).astype(q.dtype, copy=False))
                  for a in (dq, dk, dvv))

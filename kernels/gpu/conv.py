@@ -3,14 +3,23 @@ weight-gradient, with the signatures of ``kernels/reference.py``.
 
 The classic GPU recipe, kept deliberately plain:
 
-* ``im2col`` (an element-wise CUDA kernel, one thread per column entry) unrolls
-  the receptive fields into ``col[n, g, (c, p, q), (i, j)]``;
-* the contraction is one batched matrix product through cuBLAS (``cupy.matmul``),
-  laid out so that its result is already NCHW (no transpose afterwards);
+* ``im2col`` (a CUDA kernel, ``_SOURCE``) unrolls the receptive fields into
+  ``col[n, g, (c, p, q), (i, j)]``: a thread owns one output position of one unrolled row
+  and walks the images, so the integer divisions that locate an entry are made once per
+  thread, not once per entry;
+* the contraction is one strided-batched cuBLAS product per group (``_blas.matmul_strided``:
+  the filter bank repeated with stride 0 for every image), written straight into the NCHW
+  output — no transpose afterwards, no copy of the filters;
 * the input gradient is the transposed product ``col = W^T g`` followed by
-  ``col2im`` written as a *gather*: each thread owns one input element and sums the
-  column entries that read it, so no atomics are needed and the result is
-  deterministic.
+  ``col2im`` written as a *gather*: each thread owns one input position of a
+  channel and sums the column entries that read it, so no atomics are needed and the
+  result is deterministic;
+* the weight gradient sums over images *and* positions, so its columns are unrolled
+  tap-major, ``col[(c, p, q), n, (i, j)]``, and the output gradient is transposed to
+  ``(o, n, (i, j))``: then it is one product per group, reduction length ``n * out_h * out_w``.
+
+A 1x1 convolution with stride 1 and no padding needs no unrolling at all: the input is its own
+column matrix (forward) and the product lands directly in the input gradient.
 
 Column buffers can be large (``N * C * kh * kw * out_h * out_w`` values), so the
 batch is processed in chunks that keep one buffer under ``_COL_BYTES``.
@@ -18,65 +27,100 @@ batch is processed in chunks that keep one buffer under ``_COL_BYTES``.
 from __future__ import annotations
 
 import cupy
+import numpy as np
+
+from ._blas import matmul_strided
+from ._compile import TemplateKernels
 
 _COL_BYTES = 256 * 1024 * 1024
+_THREADS = 128
+_TARGET_THREADS = 1 << 18       # enough threads in flight to fill a large GPU
 
-# Indices are 64-bit: column buffers can exceed 2**31 entries.
-_GEOMETRY = ("int64 C, int64 H, int64 W, int64 kh, int64 kw, int64 out_h, int64 out_w, "
-             "int64 sh, int64 sw, int64 ph, int64 pw, int64 dh, int64 dw")
-
-_im2col = cupy.ElementwiseKernel(
-    "raw T x, " + _GEOMETRY,
-    "T col",
-    r"""
-    // col has shape (N, C, kh, kw, out_h, out_w); i is the flat index of this entry
-    long long t = i;
-    const long long j = t % out_w;  t /= out_w;
-    const long long r = t % out_h;  t /= out_h;
-    const long long q = t % kw;     t /= kw;
-    const long long p = t % kh;     t /= kh;
-    const long long c = t % C;
-    const long long n = t / C;
-    const long long hh = r * sh + p * dh - ph;   // input row read by tap p
-    const long long ww = j * sw + q * dw - pw;   // input column read by tap q
-    if (0 <= hh && hh < H && 0 <= ww && ww < W) {
-        col = x[((n * C + c) * H + hh) * W + ww];
-    } else {
-        col = (T)0;                               // zero padding
-    }
-    """,
-    "minigen_conv_im2col",
-)
-
-_col2im = cupy.ElementwiseKernel(
-    "raw T col, " + _GEOMETRY,
-    "T dx",
-    r"""
-    // dx has shape (N, C, H, W); gather every column entry that read dx[n, c, h, w]:
-    // tap (p, q) at output (r, j) read it when r*sh + p*dh - ph == h (same for w)
-    long long t = i;
-    const long long w = t % W;  t /= W;
-    const long long h = t % H;  t /= H;
-    const long long c = t % C;
-    const long long n = t / C;
-    T acc = (T)0;
-    for (long long p = 0; p < kh; ++p) {
-        const long long hs = h + ph - p * dh;
-        if (hs < 0 || hs % sh != 0) continue;
-        const long long r = hs / sh;
-        if (r >= out_h) continue;
-        for (long long q = 0; q < kw; ++q) {
-            const long long ws = w + pw - q * dw;
-            if (ws < 0 || ws % sw != 0) continue;
-            const long long j = ws / sw;
-            if (j >= out_w) continue;
-            acc += col[((((n * C + c) * kh + p) * kw + q) * out_h + r) * out_w + j];
+# One thread per output position (i, j) of one unrolled row (c, p, q), walking a share of the images:
+# the integer divisions that locate a column entry are done once per thread, not once per entry (as an
+# element-wise kernel over the flat index had to: six 64-bit divisions per entry, the im2col's main
+# cost on an H200). Offsets are 64-bit, everything that is divided is 32-bit.
+_SOURCE = r"""
+template <typename T>
+__global__ void conv_im2col(const T* x, T* col, const int N, const int C, const int H, const int W,
+                            const int kh, const int kw, const int out_h, const int out_w,
+                            const int sh, const int sw, const int ph, const int pw, const int dh,
+                            const int dw, const int taps_first)
+{
+    // col is (N, C*kh*kw, out_h*out_w), or with taps_first (C*kh*kw, N, out_h*out_w)
+    const int positions = out_h * out_w, rows = C * kh * kw;
+    const int pos = blockIdx.x * blockDim.x + threadIdx.x;
+    if (pos >= positions) return;
+    const int i = pos / out_w, j = pos - i * out_w;
+    const long long image = (long long)C * H * W;
+    for (int row = blockIdx.y; row < rows; row += gridDim.y) {
+        const int q = row % kw, p = (row / kw) % kh, c = row / (kw * kh);
+        const int hh = i * sh + p * dh - ph;         // the input row read by tap p
+        const int ww = j * sw + q * dw - pw;         // the input column read by tap q
+        const bool inside = 0 <= hh && hh < H && 0 <= ww && ww < W;
+        const long long src = ((long long)c * H + hh) * W + ww;
+        for (int n = blockIdx.z; n < N; n += gridDim.z) {
+            const long long dst = taps_first ? ((long long)row * N + n) * positions + pos
+                                             : ((long long)n * rows + row) * positions + pos;
+            col[dst] = inside ? x[n * image + src] : (T)0;     // outside: zero padding
         }
     }
-    dx = acc;
-    """,
-    "minigen_conv_col2im",
-)
+}
+
+template <typename T>
+__global__ void conv_col2im(const T* col, T* dx, const int N, const int C, const int H, const int W,
+                            const int kh, const int kw, const int out_h, const int out_w,
+                            const int sh, const int sw, const int ph, const int pw, const int dh,
+                            const int dw)
+{
+    // dx[n, c, h, w] gathers every column entry that read it: tap (p, q) at output (i, j) read
+    // (h, w) when i*sh + p*dh - ph == h and j*sw + q*dw - pw == w. A thread owns one (h, w) of a
+    // channel and walks a share of the images: no atomics, a deterministic sum.
+    const int pos = blockIdx.x * blockDim.x + threadIdx.x;
+    if (pos >= H * W) return;
+    const int h = pos / W, w = pos - h * W;
+    const int positions = out_h * out_w;
+    for (int c = blockIdx.y; c < C; c += gridDim.y) {
+        for (int n = blockIdx.z; n < N; n += gridDim.z) {
+            const T* taps = col + ((long long)n * C + c) * kh * kw * positions;
+            T acc = (T)0;
+            for (int p = 0; p < kh; ++p) {
+                int i = h + ph - p * dh;
+                if (i < 0) continue;
+                if (sh != 1) {                       // stride 1, the usual case, divides nothing
+                    if (i % sh != 0) continue;
+                    i /= sh;
+                }
+                if (i >= out_h) continue;
+                for (int q = 0; q < kw; ++q) {
+                    int j = w + pw - q * dw;
+                    if (j < 0) continue;
+                    if (sw != 1) {
+                        if (j % sw != 0) continue;
+                        j /= sw;
+                    }
+                    if (j >= out_w) continue;
+                    acc += taps[(p * kw + q) * positions + i * out_w + j];
+                }
+            }
+            dx[((long long)n * C + c) * H * W + pos] = acc;
+        }
+    }
+}
+"""
+_kernels = TemplateKernels(_SOURCE, "conv", ("im2col", "col2im"))
+
+
+def _grid(plane, rows, n):
+    """Blocks: x over the positions of one plane, y over its rows (or channels), z over shares of the
+    ``n`` images — as many as keep about ``_TARGET_THREADS`` threads busy."""
+    bx, by = -(-plane // _THREADS), min(rows, 65535)
+    return bx, by, max(1, min(n, 65535, _TARGET_THREADS // (bx * by * _THREADS)))
+
+
+def _geometry(n, c, h, w, kh, kw, out_h, out_w, stride, padding, dilation):
+    """The kernels' int arguments after the two arrays."""
+    return tuple(np.int32(v) for v in (n, c, h, w, kh, kw, out_h, out_w, *stride, *padding, *dilation))
 
 
 def _pair(v):
@@ -92,23 +136,30 @@ def _batch_chunk(n, per_image_values, itemsize):
     return max(1, min(n, _COL_BYTES // max(1, per_image_values * itemsize)))
 
 
-def _geometry_args(c, h, w, kh, kw, out_h, out_w, stride, padding, dilation):
-    return (c, h, w, kh, kw, out_h, out_w, stride[0], stride[1], padding[0], padding[1],
-            dilation[0], dilation[1])
-
-
-def _columns(x, kh, kw, out_h, out_w, stride, padding, dilation):
-    """``col[n, (c, p, q), (i, j)]`` for a contiguous ``x`` (N, C, H, W)."""
+def _columns(x, kh, kw, out_h, out_w, stride, padding, dilation, taps_first=False):
+    """``col[n, (c, p, q), (i, j)]`` for a contiguous ``x`` (N, C, H, W); with ``taps_first``
+    ``col[(c, p, q), n, (i, j)]``."""
     n, c, h, w = x.shape
-    col = cupy.empty((n, c * kh * kw, out_h * out_w), dtype=x.dtype)
+    shape = (c * kh * kw, n, out_h * out_w) if taps_first else (n, c * kh * kw, out_h * out_w)
+    col = cupy.empty(shape, dtype=x.dtype)
     if col.size:
-        _im2col(x, *_geometry_args(c, h, w, kh, kw, out_h, out_w, stride, padding, dilation),
-                col)
+        _kernels("im2col", x.dtype)(
+            _grid(out_h * out_w, c * kh * kw, n), (_THREADS,),
+            (x, col, *_geometry(n, c, h, w, kh, kw, out_h, out_w, stride, padding, dilation),
+             np.int32(taps_first)))
     return col
 
 
+def _pointwise(kh, kw, stride, padding):
+    """A 1x1 kernel at stride 1 without padding: every input pixel is its own receptive field."""
+    return kh == kw == 1 and stride == (1, 1) and padding == (0, 0)
+
+
 def _dtype(a, b):
-    return cupy.result_type(a.dtype, b.dtype)
+    dtype = cupy.result_type(a.dtype, b.dtype)
+    if dtype not in (cupy.float32, cupy.float64):
+        raise TypeError(f"conv2d on the GPU computes in float32 or float64, got {a.dtype} and {b.dtype}")
+    return dtype
 
 
 def conv2d_forward(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
@@ -128,14 +179,18 @@ def conv2d_forward(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=
     if kg == 0:
         y.fill(0)
         return y
-    wg = w.reshape(1, groups, og, kg)
-    step = _batch_chunk(n, c_in * kh * kw * npos, x.itemsize)
+    pointwise = _pointwise(kh, kw, stride, padding)
+    step = n if pointwise else _batch_chunk(n, c_in * kh * kw * npos, x.itemsize)
+    yf, wf = y.reshape(-1), w.reshape(-1)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
-        col = _columns(x[n0:n1], kh, kw, out_h, out_w, stride, padding, dilation)
-        # (1, G, og, kg) @ (n, G, kg, P) -> (n, G, og, P): already NCHW
-        y[n0:n1] = cupy.matmul(wg, col.reshape(n1 - n0, groups, kg, npos)).reshape(
-            n1 - n0, c_out, out_h, out_w)
+        col = x[n0:n1] if pointwise else _columns(x[n0:n1], kh, kw, out_h, out_w, stride, padding, dilation)
+        colf = col.reshape(-1)
+        for g in range(groups):
+            # y[n, g] (og, P) = W[g] (og, kg) @ col[n, g] (kg, P) for every image n of the chunk
+            matmul_strided(wf[g * og * kg:], colf[g * kg * npos:], yf[(n0 * c_out + g * og) * npos:],
+                           og, npos, kg, n1 - n0, stride_a=0, stride_b=groups * kg * npos,
+                           stride_out=c_out * npos)
     return y
 
 
@@ -157,14 +212,24 @@ def conv2d_input_grad(g, w, input_shape, stride=(1, 1), padding=(0, 0), dilation
     if g.size == 0 or kg == 0:
         dx.fill(0)
         return dx
-    wt = cupy.ascontiguousarray(w.reshape(groups, og, kg).transpose(0, 2, 1))[None]
-    step = _batch_chunk(n, c_in * kh * kw * npos, g.itemsize)
+    pointwise = _pointwise(kh, kw, stride, padding)
+    step = n if pointwise else _batch_chunk(n, c_in * kh * kw * npos, g.itemsize)
+    gf, wf = g.reshape(-1), w.reshape(-1)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
-        # (1, G, kg, og) @ (n, G, og, P) -> col (n, G, kg, P) = (n, C_in, kh, kw, out_h, out_w)
-        col = cupy.matmul(wt, g[n0:n1].reshape(n1 - n0, groups, og, npos))
-        _col2im(col, *_geometry_args(c_in, h, wd, kh, kw, out_h, out_w, stride, padding,
-                                     dilation), dx[n0:n1])
+        # a 1x1 kernel's columns are the input gradient itself; otherwise col2im gathers them
+        col = dx[n0:n1] if pointwise else cupy.empty((n1 - n0, c_in * kh * kw, npos), dtype=dtype)
+        colf = col.reshape(-1)
+        for grp in range(groups):
+            # col[n, g] (kg, P) = W[g]^T (kg, og) @ g[n, g] (og, P); W[g] is stored (og, kg)
+            matmul_strided(wf[grp * og * kg:], gf[(n0 * c_out + grp * og) * npos:], colf[grp * kg * npos:],
+                           kg, npos, og, n1 - n0, stride_a=0, stride_b=c_out * npos,
+                           stride_out=groups * kg * npos, trans_a=True)
+        if not pointwise:
+            _kernels("col2im", dtype)(
+                _grid(h * wd, c_in, n1 - n0), (_THREADS,),
+                (col, dx[n0:n1], *_geometry(n1 - n0, c_in, h, wd, kh, kw, out_h, out_w, stride, padding,
+                                            dilation)))
     return dx
 
 
@@ -179,17 +244,16 @@ def conv2d_weight_grad(x, g, weight_shape, stride=(1, 1), padding=(0, 0), dilati
     n = x.shape[0]
     out_h, out_w = g.shape[2], g.shape[3]
     og, kg, npos = c_out // groups, cg * kh * kw, out_h * out_w
-    dw = cupy.zeros((groups, og, kg), dtype=dtype)
-    if g.size == 0 or dw.size == 0:
-        return dw.reshape(c_out, cg, kh, kw)
+    if g.size == 0 or c_out * kg == 0:
+        return cupy.zeros((c_out, cg, kh, kw), dtype=dtype)
+    dw = cupy.empty((groups, og, kg), dtype=dtype)
     step = _batch_chunk(n, x.shape[1] * kh * kw * npos, x.itemsize)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
-        col = _columns(x[n0:n1], kh, kw, out_h, out_w, stride, padding, dilation)
-        # contract over (image, position): (G, og, n*P) @ (G, n*P, kg)
-        gt = cupy.ascontiguousarray(
-            g[n0:n1].reshape(n1 - n0, groups, og, npos).transpose(1, 2, 0, 3))
-        ct = cupy.ascontiguousarray(
-            col.reshape(n1 - n0, groups, kg, npos).transpose(1, 0, 3, 2))
-        dw += cupy.matmul(gt.reshape(groups, og, -1), ct.reshape(groups, -1, kg))
+        length = (n1 - n0) * npos                       # the reduction: every image and position
+        col = _columns(x[n0:n1], kh, kw, out_h, out_w, stride, padding, dilation, taps_first=True)
+        gt = cupy.ascontiguousarray(g[n0:n1].reshape(n1 - n0, c_out, npos).transpose(1, 0, 2))
+        # dW[g] (og, kg) = g^T[g] (og, n*P) @ col[g]^T (n*P, kg), added to the chunks before
+        matmul_strided(gt, col, dw, og, kg, length, groups, stride_a=og * length, stride_b=kg * length,
+                       stride_out=og * kg, trans_b=True, beta=0.0 if n0 == 0 else 1.0)
     return dw.reshape(c_out, cg, kh, kw)

@@ -3,13 +3,16 @@
 * the reference backward against finite differences of the reference forward (float64);
 * the Numba CPU kernels against the reference on hypothesis-drawn shapes and masks
   (none / boolean / additive / causal / fully masked rows), float64 tight, float32 ~1e-4;
-* the CuPy kernels likewise, on a GPU (``@pytest.mark.gpu``, skipped without one).
+* the CuPy kernels likewise, on a GPU (``@pytest.mark.gpu``, skipped without one); without a GPU
+  the CuPy module's products still run here (``cuda_on_cpu``: cuBLAS carried out by NumPy on the
+  same pointers and strides), with its two CUDA kernels replaced by NumPy twins.
 """
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cuda_on_cpu
 from minigen import backend
 from minigen.kernels import reference as ref
 from minigen.kernels.cpu import attention as cpu
@@ -164,6 +167,64 @@ def test_backend_dispatches_to_cpu_kernels(monkeypatch):
     monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
     assert backend.get_kernel("attention_forward", "cpu") is cpu.attention_forward
     assert backend.get_kernel("attention_backward", "cpu") is cpu.attention_backward
+
+
+# --------------------------------------------------------------------------- the GPU module, on the CPU
+
+
+def _softmax_on_host(dtype):
+    """NumPy twin of the row-softmax kernel: in place, with the row's lse; no visible key: P = 0, -inf."""
+    def launch(grid, block, args):
+        s, lse, tq, tk, causal = args
+        rows, flat_lse = s.reshape(-1, int(tk)), lse.reshape(-1)
+        visible = _visible(rows.shape[0], int(tq), int(tk), bool(causal))
+        shown = np.where(visible, rows, -np.inf)
+        m = shown.max(axis=1, initial=-np.inf)
+        dead = np.isneginf(m)
+        e = np.where(visible & ~dead[:, None], np.exp(shown - np.where(dead, 0, m)[:, None]), 0)
+        total = np.where(dead, 1, e.sum(axis=1))
+        rows[...] = e / total[:, None]
+        flat_lse[...] = np.where(dead, -np.inf, m + np.log(total))
+    return launch
+
+
+def _visible(n_rows, tq, tk, causal):
+    query = np.arange(n_rows)[:, None] % tq
+    return np.arange(tk)[None, :] <= query if causal else np.ones((n_rows, tk), bool)
+
+
+def _backward_ds_on_host(s, dp, lse, rowdot, tq, tk, causal):
+    """NumPy twin of ``_backward_ds``: P rebuilt from the lse, dS = P (dP - rowsum(dO O))."""
+    rows, l = s.reshape(-1, tk), lse.reshape(-1, 1)
+    keep = _visible(rows.shape[0], tq, tk, causal) & ~np.isneginf(l) & ~np.isneginf(rows)
+    p = np.where(keep, np.exp(np.where(keep, rows - np.where(np.isneginf(l), 0, l), 0)), 0)
+    ds = p * (dp.reshape(-1, tk) - rowdot.reshape(-1, 1))
+    return cuda_on_cpu.host(p.reshape(s.shape)), cuda_on_cpu.host(ds.reshape(s.shape))
+
+
+@pytest.fixture(scope="module")
+def gpu_on_cpu():
+    with pytest.MonkeyPatch.context() as mp:
+        module = cuda_on_cpu.load_gpu_module("attention", mp)
+        mp.setattr(module, "_softmax_kernel", _softmax_on_host)
+        mp.setattr(module, "_backward_ds", _backward_ds_on_host)
+        yield module
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 2), h=st.integers(1, 3), tq=st.integers(1, 9), tk=st.integers(1, 9),
+       d=st.integers(1, 5), dv=st.integers(1, 5), kind=st.sampled_from(MASKS),
+       dtype=st.sampled_from([np.float64, np.float32]), one_head_per_group=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_gpu_module_products_on_cpu(gpu_on_cpu, b, h, tq, tk, d, dv, kind, dtype, one_head_per_group, seed):
+    """The four strided-batched products (their transposes, strides and the folded scale), with the score
+    buffer holding all heads or one head at a time."""
+    with pytest.MonkeyPatch.context() as mp:
+        if one_head_per_group:
+            mp.setattr(gpu_on_cpu, "_SCORE_BYTES", 1)
+        case = make_case(np.random.default_rng(seed), b, h, tq, tk, d, dv, kind, dtype)
+        check_against_reference(gpu_on_cpu, *case, scale=None if seed % 2 else 0.3,
+                                to_device=cuda_on_cpu.host)
 
 
 # --------------------------------------------------------------------------- GPU kernels

@@ -5,7 +5,8 @@ against the NumPy reference, which is their specification.
   (tight tolerance) and float32, explicit edge cases, the adjoint identities that
   make the three ops one family, and the benchmark shapes at a small batch.
 * CuPy (``minigen.kernels.gpu.conv``): the same comparisons, marked ``gpu``; they
-  skip where CuPy or a GPU is missing.
+  skip where CuPy or a GPU is missing. Without a GPU the same module still runs here, its
+  CUDA source compiled for the host and cuBLAS carried out by NumPy (``cuda_on_cpu``).
 
 Channel counts are drawn on both sides of the CPU kernels' switch between the
 dot-product form (many output channels per group) and the axpy form (few), so
@@ -21,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cuda_on_cpu
 from minigen.kernels import reference as ref
 from minigen.kernels.cpu import conv as cpu
 
@@ -332,6 +334,52 @@ def test_cpu_dispatch_picks_numba_kernels(monkeypatch):
     monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
     for name in OPS:
         assert backend.get_kernel(name, "cpu") is getattr(cpu, name)
+
+
+# --------------------------------------------------------------------------- the GPU module, on the CPU
+
+
+@pytest.fixture(scope="module")
+def gpu_on_cpu():
+    """``kernels/gpu/conv.py`` against a NumPy stand-in for CuPy, its CUDA kernels compiled for the host
+    (see ``cuda_on_cpu``)."""
+    if cuda_on_cpu.compiler() is None:
+        pytest.skip("needs a C++ compiler to run the CUDA source on the host")
+    with pytest.MonkeyPatch.context() as mp:
+        module = cuda_on_cpu.load_gpu_module("conv", mp)
+        arrays_and_geometry = ("ptr", "ptr") + ("int",) * 14
+        mp.setattr(module, "_kernels", cuda_on_cpu.EmulatedKernels(
+            module._SOURCE, "conv", {"im2col": arrays_and_geometry + ("int",), "col2im": arrays_and_geometry}))
+        yield module
+
+
+@settings(max_examples=60, deadline=None)
+@given(geo=geometries(max_batch=4), col_bytes=st.sampled_from([1, 256 * 1024 * 1024]),
+       threads=st.sampled_from([1, 1 << 18]))
+def test_gpu_module_on_cpu_matches_reference(gpu_on_cpu, geo, col_bytes, threads):
+    """The CUDA kernels' index arithmetic and every cuBLAS call's layout arguments, without a GPU: one
+    image per column buffer or all at once, one share of the images per block or as many as there are."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gpu_on_cpu, "_COL_BYTES", col_bytes)
+        mp.setattr(gpu_on_cpu, "_TARGET_THREADS", threads)
+        for dtype in (np.float64, np.float32):
+            _check_against_reference(gpu_on_cpu, geo, dtype, cuda_on_cpu.host)
+
+
+def test_gpu_module_on_cpu_pointwise_and_launches(gpu_on_cpu):
+    """A 1x1 stride-1 convolution unrolls nothing forward or backward-to-input (the weight gradient still
+    lays out its tap-major columns); every launch keeps CUDA's grid limits."""
+    geo = dict(x_shape=(3, 6, 5, 4), w_shape=(4, 6, 1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+               groups=1)
+    kernels = gpu_on_cpu._kernels
+    kernels.launches.clear()
+    _check_against_reference(gpu_on_cpu, geo, np.float64, cuda_on_cpu.host)
+    assert [step for step, _, _ in kernels.launches] == ["im2col"]
+    _check_against_reference(gpu_on_cpu, dict(geo, w_shape=(4, 6, 3, 3), padding=(1, 1)), np.float64,
+                             cuda_on_cpu.host)
+    assert [step for step, _, _ in kernels.launches] == ["im2col", "im2col", "col2im", "im2col"]
+    for _, grid, block in kernels.launches:
+        assert block == (gpu_on_cpu._THREADS,) and grid[1] <= 65535 and grid[2] <= 65535 and min(grid) >= 1
 
 
 # --------------------------------------------------------------------------- CuPy (GPU)

@@ -1,0 +1,112 @@
+"""Where the U-Net step's time goes on a GPU: host (Python + launches) or device (kernels), and the
+convolution kernels alone against cuDNN (docs/gpu/unet-step-h200-4.log).
+
+Usage (on a machine with CuPy, a GPU and PyTorch): python tools/gpu_diag.py
+"""
+import cProfile
+import pstats
+import sys
+import time
+
+import numpy as np
+
+
+def timed(fn, n=10, warm=2):
+    for _ in range(warm):
+        fn()
+    s = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - s) / n * 1e3
+
+
+def main():
+    import cupy
+    import minigen as mg
+    from minigen.bench import UNET_CUDA_CASE, unet_steps
+    from minigen.models.diffusion import NoiseSchedule, ddpm_loss
+    from minigen.models.unet import UNet
+    from minigen.optim import Adam
+
+    mine, theirs = unet_steps(UNET_CUDA_CASE, "cuda")
+    print(f"A. step (synced): minigen {timed(mine):.1f} ms, torch default {timed(theirs):.1f} ms", flush=True)
+    import torch
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    print(f"   torch strict fp32 (no TF32): {timed(theirs):.1f} ms", flush=True)
+    torch.backends.cudnn.allow_tf32 = True
+
+    # B. host time of a step without waiting vs total
+    _, batch, ch, mults, attn = UNET_CUDA_CASE
+    x0 = 2 * np.random.default_rng(0).random((batch, 1, 28, 28)).astype(np.float32) - 1
+    sched = NoiseSchedule.linear()
+    net = UNet(1, ch, mults, 2, attn, heads=4, groups=8).to("cuda")
+    opt = Adam(net.parameters(), 2e-4)
+    x = mg.tensor(x0, device="cuda")
+
+    def step():
+        loss = ddpm_loss(sched, net, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    cupy.cuda.Device().synchronize()
+    hs, ws = [], []
+    for _ in range(5):
+        s = time.perf_counter()
+        step()
+        h = time.perf_counter()
+        cupy.cuda.Device().synchronize()
+        e = time.perf_counter()
+        hs.append((h - s) * 1e3)
+        ws.append((e - s) * 1e3)
+    print(f"B. host time to enqueue one step {np.median(hs):.1f} ms; wall incl. wait {np.median(ws):.1f} ms",
+          flush=True)
+    # GPU time of a step, from events
+    ev0, ev1 = cupy.cuda.Event(), cupy.cuda.Event()
+    ev0.record()
+    for _ in range(5):
+        step()
+    ev1.record()
+    ev1.synchronize()
+    print(f"   events: {cupy.cuda.get_elapsed_time(ev0, ev1) / 5:.1f} ms per step", flush=True)
+
+    # C. cProfile of the host side
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(5):
+        step()
+    cupy.cuda.Device().synchronize()
+    pr.disable()
+    st = pstats.Stats(pr, stream=sys.stdout)
+    print("C. cProfile, 5 steps, by tottime")
+    st.sort_stats("tottime").print_stats(30)
+
+
+
+    # D. the convolution kernels alone at the U-Net's 3x3 shapes: host and GPU time per call, vs cuDNN
+    import cupyx.profiler
+    import minigen.kernels.gpu.conv as conv
+    print("D. conv kernels, batch 128, 3x3 pad 1: host us / GPU us per call (torch: cuDNN)")
+    for shape, c_out in [((128, 32, 28, 28), 32), ((128, 64, 14, 14), 64), ((128, 64, 7, 7), 64),
+                         ((128, 128, 7, 7), 64)]:
+        xa = cupy.random.standard_normal(shape, dtype=cupy.float32)
+        wa = cupy.random.standard_normal((c_out, shape[1], 3, 3), dtype=cupy.float32)
+        ga = cupy.random.standard_normal((shape[0], c_out) + shape[2:], dtype=cupy.float32)
+        tx, tw, tg = (torch.as_tensor(a, device="cuda") for a in (xa, wa, ga))
+        cases = [("fwd", lambda: conv.conv2d_forward(xa, wa, 1, 1)),
+                 ("dx", lambda: conv.conv2d_input_grad(ga, wa, shape, 1, 1)),
+                 ("dw", lambda: conv.conv2d_weight_grad(xa, ga, wa.shape, 1, 1)),
+                 ("torch fwd", lambda: torch.nn.functional.conv2d(tx, tw, padding=1)),
+                 ("torch dx", lambda: torch.nn.grad.conv2d_input(shape, tw, tg, padding=1)),
+                 ("torch dw", lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tg, padding=1))]
+        line = f"  {shape}->{c_out}:"
+        for name, fn in cases:
+            r = cupyx.profiler.benchmark(fn, n_repeat=20, n_warmup=3)
+            line += f" {name} {np.median(r.cpu_times) * 1e6:.0f}/{np.median(r.gpu_times[0]) * 1e6:.0f}"
+        print(line, flush=True)
+
+if __name__ == "__main__":
+    main()
