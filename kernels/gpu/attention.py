@@ -36,6 +36,7 @@ import cupy
 import numpy as np
 
 from ._blas import matmul_strided
+from ._compile import TemplateKernels
 
 __all__ = ["attention_forward", "attention_backward"]
 
@@ -106,9 +107,7 @@ __global__ void masked_softmax_lse(T* s, T* lse, const int tq, const int tk,
 }
 """
 
-_softmax_module = cupy.RawModule(
-    code=_SOFTMAX_SOURCE, options=("-std=c++11",),
-    name_expressions=["masked_softmax_lse<float>", "masked_softmax_lse<double>"])
+_softmax = TemplateKernels(_SOFTMAX_SOURCE, "masked_softmax", ("lse",))     # compiled on first use
 
 _backward_ds = cupy.ElementwiseKernel(
     "T s, T dp, raw T lse, raw T rowdot, int64 tq, int64 tk, bool causal",
@@ -130,8 +129,7 @@ _backward_ds = cupy.ElementwiseKernel(
 
 
 def _softmax_kernel(dtype):
-    name = "masked_softmax_lse<double>" if dtype == np.float64 else "masked_softmax_lse<float>"
-    return _softmax_module.get_function(name)
+    return _softmax("lse", dtype)
 
 
 def _compute_dtype(dtype):
