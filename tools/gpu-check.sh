@@ -6,8 +6,9 @@
 #   3. a DDPM trained on MNIST on the GPU for TRAIN_SECONDS, scored by a classifier trained there too
 #      (Fréchet distance of 10,000 DDIM-50 samples, the variational bound in bits/dim, its sample figures).
 # Usage: tools/gpu-check.sh OUT MNIST_DIR [TRAIN_SECONDS] [STAGES]
-#   STAGES: any of tests,bench,profile,ddpm (default: all four; profile = the U-Net step op by op, launch and
-#   kernel time). Everything is written under OUT.
+#   STAGES: any of tests,bench,profile,ddpm,diag (default: the first four; profile = the U-Net step op by op,
+#   launch and kernel time; diag = tools/gpu_diag.py: host or device time, the convolutions alone against
+#   cuDNN). Everything is written under OUT.
 # Each stage has its own time limit and runs even when an earlier one fails.
 set -u
 OUT=${1:?OUT folder}
@@ -67,6 +68,10 @@ if [[ $STAGES == *ddpm* ]]; then
     --output bound.json --no-progress 2>&1 | tail -8 | tee -a "$LOG"
   cat "$OUT/ddpm-train.log" >> "$OUT/train.log"; rm -f "$OUT/ddpm-train.log"
   tar czf "$OUT/runs.tgz" --exclude='*.npz' $R 2>/dev/null
+fi
+if [[ $STAGES == *diag* ]]; then
+  step "host or device: tools/gpu_diag.py"
+  timeout 120 python3 tools/gpu_diag.py 2>&1 | tee -a "$LOG"
 fi
 if [[ $STAGES == *profile* ]]; then
   step "the U-Net step at batch 128 op by op: launch time, then kernel time"
