@@ -95,6 +95,7 @@ def fake_cupy() -> types.ModuleType:
     cp.broadcast_to = lambda a, shape: np.broadcast_to(a, shape).view(HostArray)
     cp.where = lambda *a: host(np.where(*a))
     cp.ElementwiseKernel = cp.RawModule = lambda *args, **kwargs: None   # replaced per test
+    cp.RawKernel = lambda code, name, **kwargs: types.SimpleNamespace(code=code, name=name)
     cublas = types.SimpleNamespace(
         sgemmStridedBatched=_gemm_strided_batched(np.float32),
         dgemmStridedBatched=_gemm_strided_batched(np.float64),
@@ -104,18 +105,22 @@ def fake_cupy() -> types.ModuleType:
     return cp
 
 
+_PACKAGE = "minigen.kernels._gpu_on_cpu"     # beside the real kernels: ``..reference`` resolves
+
+
 def load_gpu_module(name: str, monkeypatch):
     """``kernels/gpu/<name>.py`` imported against :func:`fake_cupy` (its package ``__init__``, which
     imports every GPU module, is skipped); ``monkeypatch`` undoes the ``sys.modules`` entries."""
+    import minigen.kernels  # noqa: F401  (the parent of the stand-in package)
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
-    package = types.ModuleType("gpu_on_cpu")
+    package = types.ModuleType(_PACKAGE)
     package.__path__ = [GPU_DIR]
-    monkeypatch.setitem(sys.modules, "gpu_on_cpu", package)
+    monkeypatch.setitem(sys.modules, _PACKAGE, package)
     for sub in ("_blas", "_compile", name):
-        key = f"gpu_on_cpu.{sub}"
+        key = f"{_PACKAGE}.{sub}"
         monkeypatch.setitem(sys.modules, key, None)      # recorded as absent, so the undo removes it ...
         del sys.modules[key]                             # ... after the import below has added it
-    return importlib.import_module(f"gpu_on_cpu.{name}")
+    return importlib.import_module(f"{_PACKAGE}.{name}")
 
 
 def compiler() -> str | None:
