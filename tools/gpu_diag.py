@@ -12,6 +12,7 @@ import numpy as np
 
 
 def timed(fn, n=10, warm=2):
+    """Mean milliseconds of fn() over n calls after warm ones."""
     for _ in range(warm):
         fn()
     s = time.perf_counter()
