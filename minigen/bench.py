@@ -413,11 +413,12 @@ UNET_TARGET = 2.0
 UNET_CUDA_CASE = ("unet-b128", 128, 32, (1, 2, 2), (2,))
 
 
-def unet_steps(case=None, device="cpu"):
+def unet_steps(case=None, device="cpu", wait=True):
     """Two closures, each one step of Algorithm 1 (t and ε drawn, the loss, backward, Adam) on a batch of
     28×28 images with the same U-Net on ``device``: minigen's and its PyTorch twin (``bench_mirrors``; None
     without PyTorch). Both have the same parameter count (checked). On the GPU each closure waits for
-    its device before it returns."""
+    its device before it returns, unless ``wait=False`` (minigen's then returns once the step is
+    launched: what the host's side of a step costs)."""
     _, batch, channels, mults, attention = case or UNET_CASE
     import minigen as mg
     from .models.diffusion import NoiseSchedule, ddpm_loss
@@ -436,7 +437,8 @@ def unet_steps(case=None, device="cpu"):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sync()
+        if wait:
+            sync()
 
     try:
         import torch
