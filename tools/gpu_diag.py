@@ -1,5 +1,6 @@
 """Where the U-Net step's time goes on a GPU: host (Python + launches) or device (kernels), and the
-convolution kernels alone against cuDNN (docs/gpu/unet-step-h200-4.log).
+convolution kernels alone, each algorithm of ``kernels/gpu/conv.py``, against cuDNN
+(docs/gpu/unet-step-h200-4.log).
 
 Usage (on a machine with CuPy, a GPU and PyTorch): python tools/gpu_diag.py
 """
@@ -22,11 +23,18 @@ def timed(fn, n=10, warm=2):
 
 
 def main():
+    from collections import Counter
+
     import cupy
+    import minigen.kernels.gpu.conv as conv
     from minigen.bench import UNET_CUDA_CASE, unet_steps
 
     mine, theirs = unet_steps(UNET_CUDA_CASE, "cuda")
-    print(f"A. step (synced): minigen {timed(mine):.1f} ms, torch default {timed(theirs):.1f} ms", flush=True)
+    for algorithm in ("columns", "auto"):
+        conv.ALGORITHM = algorithm
+        print(f"A. step (synced), convolutions {algorithm!r}: minigen {timed(mine):.1f} ms", flush=True)
+    print(f"   torch default {timed(theirs):.1f} ms; 'auto' chose, per product:",
+          dict(Counter(f"{key[0]} {name}" for key, name in conv._chosen.items())), flush=True)
     import torch
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -71,9 +79,9 @@ def main():
 
 
 
-    # D. the convolution kernels alone at the U-Net's 3x3 shapes: host and GPU time per call, vs cuDNN
+    # D. the convolution kernels alone at the U-Net's 3x3 shapes: host and GPU time per call, each
+    # algorithm, vs cuDNN
     import cupyx.profiler
-    import minigen.kernels.gpu.conv as conv
     print("D. conv kernels, batch 128, 3x3 pad 1: host us / GPU us per call (torch: cuDNN)")
     for shape, c_out in [((128, 32, 28, 28), 32), ((128, 64, 14, 14), 64), ((128, 64, 7, 7), 64),
                          ((128, 128, 7, 7), 64)]:
@@ -81,17 +89,21 @@ def main():
         wa = cupy.random.standard_normal((c_out, shape[1], 3, 3), dtype=cupy.float32)
         ga = cupy.random.standard_normal((shape[0], c_out) + shape[2:], dtype=cupy.float32)
         tx, tw, tg = (torch.as_tensor(a, device="cuda") for a in (xa, wa, ga))
-        cases = [("fwd", lambda: conv.conv2d_forward(xa, wa, 1, 1)),
-                 ("dx", lambda: conv.conv2d_input_grad(ga, wa, shape, 1, 1)),
-                 ("dw", lambda: conv.conv2d_weight_grad(xa, ga, wa.shape, 1, 1)),
-                 ("torch fwd", lambda: torch.nn.functional.conv2d(tx, tw, padding=1)),
+        cases = [("torch fwd", lambda: torch.nn.functional.conv2d(tx, tw, padding=1)),
                  ("torch dx", lambda: torch.nn.grad.conv2d_input(shape, tw, tg, padding=1)),
                  ("torch dw", lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tg, padding=1))]
-        line = f"  {shape}->{c_out}:"
+        for algorithm in conv.ALGORITHMS:
+            cases += [(f"{algorithm} fwd", lambda: conv.conv2d_forward(xa, wa, 1, 1)),
+                      (f"{algorithm} dx", lambda: conv.conv2d_input_grad(ga, wa, shape, 1, 1)),
+                      (f"{algorithm} dw", lambda: conv.conv2d_weight_grad(xa, ga, wa.shape, 1, 1))]
+        print(f"  {shape}->{c_out}:", flush=True)
         for name, fn in cases:
+            conv.ALGORITHM = name.split()[0]
             r = cupyx.profiler.benchmark(fn, n_repeat=20, n_warmup=3)
-            line += f" {name} {np.median(r.cpu_times) * 1e6:.0f}/{np.median(r.gpu_times[0]) * 1e6:.0f}"
-        print(line, flush=True)
+            print(f"    {name:16s} {np.median(r.cpu_times) * 1e6:6.0f} / {np.median(r.gpu_times[0]) * 1e6:6.0f}",
+                  flush=True)
+        conv.ALGORITHM = "auto"
+
 
 if __name__ == "__main__":
     main()

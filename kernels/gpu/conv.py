@@ -23,14 +23,27 @@ column matrix (forward) and the product lands directly in the input gradient.
 
 Column buffers can be large (``N * C * kh * kw * out_h * out_w`` values), so the
 batch is processed in chunks that keep one buffer under ``_COL_BYTES``.
+
+``conv_implicit.py`` computes the same three products without the column buffer (an implicit GEMM).
+Which is faster depends on the shape and the GPU, so each public function times both the first time
+it meets a shape and keeps the faster one for it (``ALGORITHM = "auto"``, like cuDNN's benchmark
+mode); ``MINIGEN_GPU_CONV=columns`` (or ``implicit32``/``implicit64``) fixes the choice.
 """
 from __future__ import annotations
+
+import os
+from typing import NamedTuple
 
 import cupy
 import numpy as np
 
+from . import conv_implicit
 from ._blas import matmul_strided
 from ._compile import TemplateKernels
+
+#: "auto" (time every algorithm once per shape, keep the fastest), "columns", "implicit32", "implicit64"
+ALGORITHM = os.environ.get("MINIGEN_GPU_CONV", "auto")
+ALGORITHMS = ("columns", *(f"implicit{bm}" for bm in conv_implicit.BLOCK_ROWS))
 
 _COL_BYTES = 256 * 1024 * 1024
 _THREADS = 128
@@ -162,29 +175,131 @@ def _dtype(a, b):
     return dtype
 
 
+class ConvGeometry(NamedTuple):
+    """The shapes of one convolution, with stride, padding and dilation as (rows, columns) pairs."""
+    n: int
+    c_in: int
+    h: int
+    w: int
+    c_out: int
+    kh: int
+    kw: int
+    out_h: int
+    out_w: int
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+
+
+def _geometry_of(x_shape, w_shape, stride, padding, dilation, groups, out_hw=None) -> ConvGeometry:
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    n, c_in, h, w = (int(v) for v in x_shape)
+    c_out, _, kh, kw = (int(v) for v in w_shape)
+    out_h, out_w = out_hw or (_out_size(h, kh, stride[0], padding[0], dilation[0]),
+                              _out_size(w, kw, stride[1], padding[1], dilation[1]))
+    return ConvGeometry(n, c_in, h, w, c_out, kh, kw, int(out_h), int(out_w), stride, padding, dilation,
+                        int(groups))
+
+
+_chosen: dict = {}          # (product, geometry, dtype) -> the algorithm timed fastest
+
+
+def _time_ms(algorithm, run) -> float:
+    """GPU time of one ``run()`` of ``algorithm`` after a first (warm-up, compiling) call."""
+    run()
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    start.record()
+    run()
+    stop.record()
+    stop.synchronize()
+    return cupy.cuda.get_elapsed_time(start, stop)
+
+
+def _run(product, geo, dtype, operands):
+    """Compute ``product`` with the chosen algorithm: ``ALGORITHM``, or in "auto" mode the one that was
+    fastest the first time this geometry was met (each candidate writes the whole output)."""
+    runs = {"columns": lambda: _COLUMNS[product](*operands, geo)}
+    if conv_implicit.fits(*operands):
+        for bm in conv_implicit.BLOCK_ROWS:
+            runs[f"implicit{bm}"] = (lambda bm: lambda: getattr(conv_implicit, product)(*operands, geo, bm))(bm)
+    if ALGORITHM != "auto":
+        if ALGORITHM not in ALGORITHMS:
+            raise ValueError(f"MINIGEN_GPU_CONV / conv.ALGORITHM: expected 'auto' or one of {ALGORITHMS}, "
+                             f"got {ALGORITHM!r}")
+        return runs.get(ALGORITHM, runs["columns"])()
+    key = (product, geo, np.dtype(dtype).str)
+    if key not in _chosen or _chosen[key] not in runs:
+        _chosen[key] = min(runs, key=lambda name: _time_ms(name, runs[name]))
+    return runs[_chosen[key]]()
+
+
 def conv2d_forward(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     """Cross-correlation without bias (see :func:`kernels.reference.conv2d_forward`)."""
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     dtype = _dtype(x, w)
     x = cupy.ascontiguousarray(x, dtype=dtype)
     w = cupy.ascontiguousarray(w, dtype=dtype)
-    n, c_in, h, wd = x.shape
-    c_out, cg, kh, kw = w.shape
-    out_h = _out_size(h, kh, stride[0], padding[0], dilation[0])
-    out_w = _out_size(wd, kw, stride[1], padding[1], dilation[1])
-    og, kg, npos = c_out // groups, cg * kh * kw, out_h * out_w
-    y = cupy.empty((n, c_out, out_h, out_w), dtype=dtype)
+    geo = _geometry_of(x.shape, w.shape, stride, padding, dilation, groups)
+    y = cupy.empty((geo.n, geo.c_out, geo.out_h, geo.out_w), dtype=dtype)
     if y.size == 0:
         return y
-    if kg == 0:
+    if w.shape[1] * geo.kh * geo.kw == 0:
         y.fill(0)
         return y
-    pointwise = _pointwise(kh, kw, stride, padding)
-    step = n if pointwise else _batch_chunk(n, c_in * kh * kw * npos, x.itemsize)
+    return _run("forward", geo, dtype, (x, w, y))
+
+
+def conv2d_input_grad(g, w, input_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                      groups=1):
+    """Gradient of conv2d w.r.t. its input = conv_transpose2d
+    (see :func:`kernels.reference.conv2d_input_grad`)."""
+    dtype = _dtype(g, w)
+    g = cupy.ascontiguousarray(g, dtype=dtype)
+    w = cupy.ascontiguousarray(w, dtype=dtype)
+    geo = _geometry_of(input_shape, w.shape, stride, padding, dilation, groups, out_hw=g.shape[2:])
+    dx = cupy.empty((geo.n, geo.c_in, geo.h, geo.w), dtype=dtype)
+    if dx.size == 0:
+        return dx
+    if g.size == 0 or w.shape[1] * geo.kh * geo.kw == 0:
+        dx.fill(0)
+        return dx
+    return _run("input_grad", geo, dtype, (g, w, dx))
+
+
+def conv2d_weight_grad(x, g, weight_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                       groups=1):
+    """Gradient of conv2d w.r.t. its weight (see :func:`kernels.reference.conv2d_weight_grad`)."""
+    dtype = _dtype(x, g)
+    x = cupy.ascontiguousarray(x, dtype=dtype)
+    g = cupy.ascontiguousarray(g, dtype=dtype)
+    geo = _geometry_of(x.shape, weight_shape, stride, padding, dilation, groups, out_hw=g.shape[2:])
+    c_out, cg, kh, kw = (int(v) for v in weight_shape)
+    if g.size == 0 or c_out * cg * kh * kw == 0:
+        return cupy.zeros((c_out, cg, kh, kw), dtype=dtype)
+    dw = cupy.empty((c_out, cg, kh, kw), dtype=dtype)
+    return _run("weight_grad", geo, dtype, (x, g, dw))
+
+
+# --------------------------------------------------------------------------- the column algorithm
+
+
+def _image_chunks(geo, itemsize, pointwise=False):
+    """``(n0, n1)``: the images in chunks whose column buffer stays under ``_COL_BYTES`` (one chunk when
+    nothing is unrolled)."""
+    per_image = geo.c_in * geo.kh * geo.kw * geo.out_h * geo.out_w
+    step = geo.n if pointwise else _batch_chunk(geo.n, per_image, itemsize)
+    return [(n0, min(geo.n, n0 + step)) for n0 in range(0, geo.n, step)]
+
+
+def _forward_columns(x, w, y, geo):
+    """y = W @ columns(x), chunk by chunk of images."""
+    c_out, groups, kh, kw, npos = geo.c_out, geo.groups, geo.kh, geo.kw, geo.out_h * geo.out_w
+    og, kg = c_out // groups, w.shape[1] * kh * kw
+    pointwise = _pointwise(kh, kw, geo.stride, geo.padding)
     yf, wf = y.reshape(-1), w.reshape(-1)
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
-        col = x[n0:n1] if pointwise else _columns(x[n0:n1], kh, kw, out_h, out_w, stride, padding, dilation)
+    for n0, n1 in _image_chunks(geo, x.itemsize, pointwise):
+        col = x[n0:n1] if pointwise else _columns(x[n0:n1], kh, kw, geo.out_h, geo.out_w, geo.stride,
+                                                  geo.padding, geo.dilation)
         colf = col.reshape(-1)
         for g in range(groups):
             # y[n, g] (og, P) = W[g] (og, kg) @ col[n, g] (kg, P) for every image n of the chunk
@@ -194,29 +309,14 @@ def conv2d_forward(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=
     return y
 
 
-def conv2d_input_grad(g, w, input_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
-                      groups=1):
-    """Gradient of conv2d w.r.t. its input = conv_transpose2d
-    (see :func:`kernels.reference.conv2d_input_grad`)."""
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    dtype = _dtype(g, w)
-    g = cupy.ascontiguousarray(g, dtype=dtype)
-    w = cupy.ascontiguousarray(w, dtype=dtype)
-    n, c_in, h, wd = (int(v) for v in input_shape)
-    c_out, cg, kh, kw = w.shape
-    out_h, out_w = g.shape[2], g.shape[3]
-    og, kg, npos = c_out // groups, cg * kh * kw, out_h * out_w
-    dx = cupy.empty((n, c_in, h, wd), dtype=dtype)
-    if dx.size == 0:
-        return dx
-    if g.size == 0 or kg == 0:
-        dx.fill(0)
-        return dx
-    pointwise = _pointwise(kh, kw, stride, padding)
-    step = n if pointwise else _batch_chunk(n, c_in * kh * kw * npos, g.itemsize)
+def _input_grad_columns(g, w, dx, geo):
+    """columns = W^T @ g, then col2im, chunk by chunk of images."""
+    c_in, c_out, groups, kh, kw = geo.c_in, geo.c_out, geo.groups, geo.kh, geo.kw
+    npos, dtype = geo.out_h * geo.out_w, dx.dtype
+    og, kg = c_out // groups, w.shape[1] * kh * kw
+    pointwise = _pointwise(kh, kw, geo.stride, geo.padding)
     gf, wf = g.reshape(-1), w.reshape(-1)
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
+    for n0, n1 in _image_chunks(geo, g.itemsize, pointwise):
         # a 1x1 kernel's columns are the input gradient itself; otherwise col2im gathers them
         col = dx[n0:n1] if pointwise else cupy.empty((n1 - n0, c_in * kh * kw, npos), dtype=dtype)
         colf = col.reshape(-1)
@@ -227,33 +327,25 @@ def conv2d_input_grad(g, w, input_shape, stride=(1, 1), padding=(0, 0), dilation
                            stride_out=groups * kg * npos, trans_a=True)
         if not pointwise:
             _kernels("col2im", dtype)(
-                _grid(h * wd, c_in, n1 - n0), (_THREADS,),
-                (col, dx[n0:n1], *_geometry(n1 - n0, c_in, h, wd, kh, kw, out_h, out_w, stride, padding,
-                                            dilation)))
+                _grid(geo.h * geo.w, c_in, n1 - n0), (_THREADS,),
+                (col, dx[n0:n1], *_geometry(n1 - n0, c_in, geo.h, geo.w, kh, kw, geo.out_h, geo.out_w,
+                                            geo.stride, geo.padding, geo.dilation)))
     return dx
 
 
-def conv2d_weight_grad(x, g, weight_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
-                       groups=1):
-    """Gradient of conv2d w.r.t. its weight (see :func:`kernels.reference.conv2d_weight_grad`)."""
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    dtype = _dtype(x, g)
-    x = cupy.ascontiguousarray(x, dtype=dtype)
-    g = cupy.ascontiguousarray(g, dtype=dtype)
-    c_out, cg, kh, kw = (int(v) for v in weight_shape)
-    n = x.shape[0]
-    out_h, out_w = g.shape[2], g.shape[3]
-    og, kg, npos = c_out // groups, cg * kh * kw, out_h * out_w
-    if g.size == 0 or c_out * kg == 0:
-        return cupy.zeros((c_out, cg, kh, kw), dtype=dtype)
-    dw = cupy.empty((groups, og, kg), dtype=dtype)
-    step = _batch_chunk(n, x.shape[1] * kh * kw * npos, x.itemsize)
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
+def _weight_grad_columns(x, g, dw, geo):
+    """dW = g @ columns(x)^T, accumulated over chunks of images."""
+    c_out, groups, kh, kw, npos = geo.c_out, geo.groups, geo.kh, geo.kw, geo.out_h * geo.out_w
+    og, kg = c_out // groups, dw.shape[1] * kh * kw
+    for n0, n1 in _image_chunks(geo, x.itemsize):
         length = (n1 - n0) * npos                       # the reduction: every image and position
-        col = _columns(x[n0:n1], kh, kw, out_h, out_w, stride, padding, dilation, taps_first=True)
+        col = _columns(x[n0:n1], kh, kw, geo.out_h, geo.out_w, geo.stride, geo.padding, geo.dilation,
+                       taps_first=True)
         gt = cupy.ascontiguousarray(g[n0:n1].reshape(n1 - n0, c_out, npos).transpose(1, 0, 2))
         # dW[g] (og, kg) = g^T[g] (og, n*P) @ col[g]^T (n*P, kg), added to the chunks before
         matmul_strided(gt, col, dw, og, kg, length, groups, stride_a=og * length, stride_b=kg * length,
                        stride_out=og * kg, trans_b=True, beta=0.0 if n0 == 0 else 1.0)
-    return dw.reshape(c_out, cg, kh, kw)
+    return dw
+
+
+_COLUMNS = {"forward": _forward_columns, "input_grad": _input_grad_columns, "weight_grad": _weight_grad_columns}

@@ -350,6 +350,13 @@ def gpu_on_cpu():
         arrays_and_geometry = ("ptr", "ptr") + ("int",) * 14
         mp.setattr(module, "_kernels", cuda_on_cpu.EmulatedKernels(
             module._SOURCE, "conv", {"im2col": arrays_and_geometry + ("int",), "col2im": arrays_and_geometry}))
+        implicit = module.conv_implicit
+        operands_and_geometry = ("ptr", "ptr", "ptr", "iptr", "iptr") + ("int",) * 16
+        mp.setattr(implicit, "_kernels", cuda_on_cpu.EmulatedKernels(
+            implicit._SOURCE, "conv_igemm", {f"{product}{bm}": operands_and_geometry
+                                             for product in ("forward", "input_grad", "weight_grad")
+                                             for bm in implicit.BLOCK_ROWS}))
+        mp.setattr(module, "ALGORITHM", "columns")      # no GPU timer here: each test picks its algorithm
         yield module
 
 
@@ -380,6 +387,70 @@ def test_gpu_module_on_cpu_pointwise_and_launches(gpu_on_cpu):
     assert [step for step, _, _ in kernels.launches] == ["im2col", "im2col", "col2im", "im2col"]
     for _, grid, block in kernels.launches:
         assert block == (gpu_on_cpu._THREADS,) and grid[1] <= 65535 and grid[2] <= 65535 and min(grid) >= 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(geo=geometries(max_batch=3), algorithm=st.sampled_from(["implicit32", "implicit64"]),
+       min_split=st.sampled_from([5, 256]))
+def test_gpu_module_on_cpu_implicit_matches_reference(gpu_on_cpu, geo, algorithm, min_split):
+    """The implicit-GEMM kernels (``conv_implicit.py``: tiles in shared memory, barriers, gathers through
+    the tap and position tables) against the reference; the weight gradient's reduction split into
+    shares of 5 (not a multiple of the tile's 8, some shares empty) or kept whole."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gpu_on_cpu, "ALGORITHM", algorithm)
+        mp.setattr(gpu_on_cpu.conv_implicit, "_MIN_SPLIT", min_split)
+        for dtype in (np.float64, np.float32):
+            _check_against_reference(gpu_on_cpu, geo, dtype, cuda_on_cpu.host)
+
+
+@pytest.mark.parametrize("algorithm", ["implicit32", "implicit64"])
+def test_gpu_module_on_cpu_implicit_many_tiles(gpu_on_cpu, algorithm):
+    """Several tiles in every direction: 70 output channels a group (3 row tiles of 32, 2 of 64), more
+    than 128 positions, pixels and taps (2 to 4 column tiles), stride 2, and a reduction split in 11."""
+    geo = dict(x_shape=(3, 32, 13, 12), w_shape=(140, 16, 3, 3), stride=(2, 1), padding=(1, 0),
+               dilation=(1, 2), groups=2)
+    kernels = gpu_on_cpu.conv_implicit._kernels
+    kernels.launches.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gpu_on_cpu, "ALGORITHM", algorithm)
+        mp.setattr(gpu_on_cpu.conv_implicit, "_MIN_SPLIT", 16)
+        _check_against_reference(gpu_on_cpu, geo, np.float64, cuda_on_cpu.host)
+    bm = int(algorithm[-2:])
+    (_, forward, _), (_, input_grad, _), (_, weight_grad, _) = kernels.launches
+    assert forward == (2, -(-70 // bm), 2)          # 3 x 7 x 8 = 168 positions, 70 channels, 2 groups
+    assert input_grad == (4, 1, 2)                  # 3 x 13 x 12 = 468 input pixels, 16 channels
+    assert weight_grad == (2, -(-70 // bm), 2 * 11)     # 144 taps; the reduction over 168 in 11 shares
+
+
+def test_gpu_module_on_cpu_algorithm_choice(gpu_on_cpu):
+    """"auto" times every algorithm once per geometry and keeps the fastest; a fixed choice is honoured,
+    an unknown one refused; operands too large for 32-bit indices leave only the column algorithm."""
+    geo = dict(x_shape=(2, 3, 6, 6), w_shape=(4, 3, 3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1),
+               groups=1)
+    timed = []
+
+    def fake_time(algorithm, run):
+        run()
+        timed.append(algorithm)
+        return {"columns": 3.0, "implicit32": 2.0, "implicit64": 1.0}[algorithm]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gpu_on_cpu, "_time_ms", fake_time)
+        mp.setattr(gpu_on_cpu, "_chosen", {})
+        mp.setattr(gpu_on_cpu, "ALGORITHM", "auto")
+        _check_against_reference(gpu_on_cpu, geo, np.float64, cuda_on_cpu.host)
+        assert sorted(timed) == sorted(3 * ["columns", "implicit32", "implicit64"])   # three products
+        assert set(gpu_on_cpu._chosen.values()) == {"implicit64"}
+        _check_against_reference(gpu_on_cpu, geo, np.float64, cuda_on_cpu.host)
+        assert len(timed) == 9                                    # chosen once per geometry
+        mp.setattr(gpu_on_cpu.conv_implicit, "fits", lambda *arrays: False)
+        mp.setattr(gpu_on_cpu, "_chosen", {})
+        _check_against_reference(gpu_on_cpu, geo, np.float64, cuda_on_cpu.host)
+        assert set(gpu_on_cpu._chosen.values()) == {"columns"}
+        mp.setattr(gpu_on_cpu, "ALGORITHM", "fastest")
+        x, w, _ = _arrays(geo, np.float64)
+        with pytest.raises(ValueError, match="MINIGEN_GPU_CONV.*'fastest'"):
+            gpu_on_cpu.conv2d_forward(cuda_on_cpu.host(x), cuda_on_cpu.host(w), *_args(geo))
 
 
 # --------------------------------------------------------------------------- CuPy (GPU)
@@ -413,6 +484,19 @@ def test_gpu_matches_reference_float64(gpu, geo):
 def test_gpu_matches_reference_float32(gpu, geo):
     module, to_device, to_host = gpu
     _check_against_reference(module, geo, np.float32, to_device, to_host)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("algorithm", ["columns", "implicit32", "implicit64"])
+@settings(max_examples=15, deadline=None)
+@given(geo=geometries())
+def test_gpu_each_algorithm_matches_reference(gpu, algorithm, geo):
+    """Every algorithm on its own ("auto" runs whichever is fastest for a shape)."""
+    module, to_device, to_host = gpu
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module, "ALGORITHM", algorithm)
+        for dtype in (np.float64, np.float32):
+            _check_against_reference(module, geo, dtype, to_device, to_host)
 
 
 @pytest.mark.gpu

@@ -14,7 +14,7 @@ import pytest
 
 import cuda_on_cpu
 
-MODULES = ("attention", "conv", "hopfield", "nade", "normalization")
+MODULES = ("attention", "conv", "conv_implicit", "hopfield", "nade", "normalization")
 
 
 def _sources(module):
