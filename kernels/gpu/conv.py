@@ -32,6 +32,7 @@ mode); ``MINIGEN_GPU_CONV=columns`` (or ``implicit32``/``implicit64``) fixes the
 from __future__ import annotations
 
 import os
+import warnings
 from typing import NamedTuple
 
 import cupy
@@ -230,8 +231,23 @@ def _run(product, geo, dtype, operands):
         return runs.get(ALGORITHM, runs["columns"])()
     key = (product, geo, np.dtype(dtype).str)
     if key not in _chosen or _chosen[key] not in runs:
-        _chosen[key] = min(runs, key=lambda name: _time_ms(name, runs[name]))
+        _chosen[key] = _fastest(runs)
     return runs[_chosen[key]]()
+
+
+def _fastest(runs) -> str:
+    """The algorithm of ``runs`` with the least GPU time. One that fails to compile or launch on this
+    GPU is left out with a warning (the column algorithm is the fallback and must work)."""
+    times = {}
+    for name, run in runs.items():
+        try:
+            times[name] = _time_ms(name, run)
+        except Exception as exc:
+            if name == "columns":
+                raise
+            warnings.warn(f"conv2d on the GPU: the {name} algorithm failed here and is not used "
+                          f"({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=4)
+    return min(times, key=times.get)
 
 
 def conv2d_forward(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):

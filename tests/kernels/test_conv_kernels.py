@@ -423,8 +423,9 @@ def test_gpu_module_on_cpu_implicit_many_tiles(gpu_on_cpu, algorithm):
 
 
 def test_gpu_module_on_cpu_algorithm_choice(gpu_on_cpu):
-    """"auto" times every algorithm once per geometry and keeps the fastest; a fixed choice is honoured,
-    an unknown one refused; operands too large for 32-bit indices leave only the column algorithm."""
+    """"auto" times every algorithm once per geometry and keeps the fastest; operands too large for
+    32-bit indices leave only the column algorithm; one that fails on the GPU is left out with a warning;
+    an unknown choice is refused."""
     geo = dict(x_shape=(2, 3, 6, 6), w_shape=(4, 3, 3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1),
                groups=1)
     timed = []
@@ -447,6 +448,17 @@ def test_gpu_module_on_cpu_algorithm_choice(gpu_on_cpu):
         mp.setattr(gpu_on_cpu, "_chosen", {})
         _check_against_reference(gpu_on_cpu, geo, np.float64, cuda_on_cpu.host)
         assert set(gpu_on_cpu._chosen.values()) == {"columns"}
+        def implicit64_fails(algorithm, run):
+            if algorithm == "implicit64":
+                raise RuntimeError("no kernel image for this GPU")
+            return fake_time(algorithm, run)
+
+        mp.setattr(gpu_on_cpu, "_time_ms", implicit64_fails)
+        mp.setattr(gpu_on_cpu, "_chosen", {})
+        mp.setattr(gpu_on_cpu.conv_implicit, "fits", lambda *arrays: True)
+        with pytest.warns(RuntimeWarning, match="implicit64 algorithm failed here.*no kernel image"):
+            _check_against_reference(gpu_on_cpu, geo, np.float64, cuda_on_cpu.host)
+        assert set(gpu_on_cpu._chosen.values()) == {"implicit32"}
         mp.setattr(gpu_on_cpu, "ALGORITHM", "fastest")
         x, w, _ = _arrays(geo, np.float64)
         with pytest.raises(ValueError, match="MINIGEN_GPU_CONV.*'fastest'"):
