@@ -218,26 +218,37 @@ def _time_ms(algorithm, run) -> float:
 
 
 def _run(product, geo, dtype, operands):
-    """Compute ``product`` with the chosen algorithm: ``ALGORITHM``, or in "auto" mode the one that was
-    fastest the first time this geometry was met (each candidate writes the whole output)."""
-    runs = {"columns": lambda: _COLUMNS[product](*operands, geo)}
-    if conv_implicit.fits(*operands):
-        for bm in conv_implicit.BLOCK_ROWS:
-            runs[f"implicit{bm}"] = (lambda bm: lambda: getattr(conv_implicit, product)(*operands, geo, bm))(bm)
-    if ALGORITHM != "auto":
-        if ALGORITHM not in ALGORITHMS:
-            raise ValueError(f"MINIGEN_GPU_CONV / conv.ALGORITHM: expected 'auto' or one of {ALGORITHMS}, "
-                             f"got {ALGORITHM!r}")
-        return runs.get(ALGORITHM, runs["columns"])()
-    key = (product, geo, np.dtype(dtype).str)
-    if key not in _chosen or _chosen[key] not in runs:
-        _chosen[key] = _fastest(runs)
-    return runs[_chosen[key]]()
+    """Compute ``product`` of these operands with ``ALGORITHM``, or in "auto" mode with the algorithm that
+    was fastest the first time this geometry was met (every algorithm writes the whole output)."""
+    if ALGORITHM == "auto":
+        key = (product, geo, np.dtype(dtype).str)
+        algorithm = _chosen.get(key)
+        if algorithm is None:
+            algorithm = _chosen[key] = _fastest(
+                {name: (lambda name: lambda: _compute(name, product, operands, geo))(name)
+                 for name in _algorithms(operands)})
+    elif ALGORITHM in ALGORITHMS:
+        algorithm = ALGORITHM if ALGORITHM in _algorithms(operands) else "columns"
+    else:
+        raise ValueError(f"MINIGEN_GPU_CONV / conv.ALGORITHM: expected 'auto' or one of {ALGORITHMS}, "
+                         f"got {ALGORITHM!r}")
+    return _compute(algorithm, product, operands, geo)
+
+
+def _algorithms(operands):
+    """The algorithms that can take these operands (the implicit ones index with 32-bit ints)."""
+    return ALGORITHMS if conv_implicit.fits(*operands) else ("columns",)
+
+
+def _compute(algorithm, product, operands, geo):
+    if algorithm == "columns":
+        return _COLUMNS[product](*operands, geo)
+    return getattr(conv_implicit, product)(*operands, geo, int(algorithm[len("implicit"):]))
 
 
 def _fastest(runs) -> str:
-    """The algorithm of ``runs`` with the least GPU time. One that fails to compile or launch on this
-    GPU is left out with a warning (the column algorithm is the fallback and must work)."""
+    """The name in ``runs`` (name -> computation) with the least GPU time. One that fails to compile or
+    launch on this GPU is left out with a warning (the column algorithm is the fallback and must work)."""
     times = {}
     for name, run in runs.items():
         try:
