@@ -819,6 +819,14 @@ def run_bench(args) -> int:
         print(f"{'case':<10} {'minigen ms':>11} {'other ms':>11} {'ratio':>8} {'target':>8} {'mg MB':>8} {'other MB':>8}")
         rows.append(run_rbm_case(max(1, args.repeat // 3), args.rounds))
         rows.append(run_rbm_case(max(1, args.repeat // 3), args.rounds, against="torch"))
+    if not cpu and backend.cuda_available():
+        from collections import Counter
+
+        from .kernels.gpu import conv as gpu_conv
+        if gpu_conv._chosen:
+            info["conv_algorithms"] = dict(Counter(f"{key[0]} {name}" for key, name in gpu_conv._chosen.items()))
+            print(f"GPU convolution algorithms that 'auto' timed fastest, per product (shapes): "
+                  f"{info['conv_algorithms']}")
     missed = [r["case"] for r in rows if "target" in r and "ratio" in r and r["ratio"] > r["target"]]
     if any("ratio" in r for r in rows):
         print("targets met" if not missed else f"targets missed: {', '.join(missed)}")
