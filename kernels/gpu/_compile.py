@@ -12,9 +12,14 @@ class TemplateKernels:
         self.source, self.prefix = source, prefix
         self.names = [f"{prefix}_{step}<{ctype}>" for step in steps for ctype in ("float", "double")]
         self._module = None
+        self._functions = {}        # (step, dtype) -> function: a launch looks it up, not the driver
 
     def __call__(self, step: str, dtype):
-        if self._module is None:
-            self._module = cupy.RawModule(code=self.source, options=("-std=c++11",), name_expressions=self.names)
-        ctype = "float" if np.dtype(dtype) == np.float32 else "double"
-        return self._module.get_function(f"{self.prefix}_{step}<{ctype}>")
+        key = (step, np.dtype(dtype))
+        if key not in self._functions:
+            if self._module is None:
+                self._module = cupy.RawModule(code=self.source, options=("-std=c++11",),
+                                              name_expressions=self.names)
+            ctype = "float" if key[1] == np.float32 else "double"
+            self._functions[key] = self._module.get_function(f"{self.prefix}_{step}<{ctype}>")
+        return self._functions[key]
