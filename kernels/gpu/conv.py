@@ -27,7 +27,9 @@ batch is processed in chunks that keep one buffer under ``_COL_BYTES``.
 ``conv_implicit.py`` computes the same three products without the column buffer (an implicit GEMM).
 Which is faster depends on the shape and the GPU, so each public function times both the first time
 it meets a shape and keeps the faster one for it (``ALGORITHM = "auto"``, like cuDNN's benchmark
-mode); ``MINIGEN_GPU_CONV=columns`` (or ``implicit32``/``implicit64``) fixes the choice.
+mode); ``MINIGEN_GPU_CONV=columns`` (or ``implicit32``/``implicit64``) fixes the choice. The algorithms
+sum in different orders, so as with cuDNN's benchmark mode two processes can differ in the last bits;
+a fixed choice makes a GPU run bit-reproducible.
 """
 from __future__ import annotations
 
