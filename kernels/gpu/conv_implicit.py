@@ -15,10 +15,11 @@ input grad    input channels c        images x input pixels   taps (o, p, q)    
 weight grad   output channels o       taps (c, p, q)          images x positions          g, x
 ============  ======================  ======================  ==========================  ==========
 
-The gathers never divide in the inner loop: for every tap and every position the launcher tabulates
-(once per geometry, on the host) the offset and the two coordinates its share of an index needs — an
-input pixel is ``(position's offset + tap's offset)``, inside the image when ``row + tap row`` and
-``column + tap column`` are — and a thread reads its own column's entry once.
+The gathers divide nothing: for every tap and every position the launcher tabulates (once per
+geometry, on the host) the offset and the two coordinates its share of an index needs — an input pixel
+is ``x[position's offset + tap's offset]``, inside the image when ``row + tap row`` and
+``column + tap column`` are. (Only the input gradient at a stride above 1 tests divisibility, and the
+few A entries a thread loads per step locate themselves with one division.)
 
 The tile loop is the textbook one (Volkov & Demmel 2008; the CUTLASS "implicit GEMM" of NVIDIA's
 convolutions): a block of 128 threads owns a ``BM x 128`` tile of C, loads ``BM x 8`` of A and ``8 x 128``
@@ -40,13 +41,13 @@ THREADS = 128                   # per block: 8 rows x 16 columns of threads
 BLOCK_ROWS = (32, 64)           # BM, the tile heights compiled (a thread's patch: 4 or 8 rows x 8 columns)
 _TARGET_BLOCKS = 1024           # the weight gradient splits its reduction until about this many blocks run ...
 _MIN_SPLIT = 256                # ... each share at least this long
-_FORWARD, _INPUT_GRAD, _WEIGHT_GRAD = 0, 1, 2
 
 _SOURCE = r"""
 #define BK 8                    // reduction step held in shared memory
 #define BN 128                  // tile width = threads per block
 #define THREADS 128
 
+// MODE, the product a kernel computes: 0 forward, 1 input gradient, 2 weight gradient (the table above).
 struct Geometry {               // what the three index maps need (all 32-bit: the launcher checks sizes)
     int M, N, K, k_split, H, W, out_h, out_w, sh, sw, taps, c_in, c_out, og, cg;
 };
