@@ -33,6 +33,7 @@ a fixed choice makes a GPU run bit-reproducible.
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from typing import NamedTuple
@@ -226,9 +227,8 @@ def _run(product, geo, dtype, operands):
         key = (product, geo, np.dtype(dtype).str)
         algorithm = _chosen.get(key)
         if algorithm is None:
-            algorithm = _chosen[key] = _fastest(
-                {name: (lambda name: lambda: _compute(name, product, operands, geo))(name)
-                 for name in _algorithms(operands)})
+            algorithm = _chosen[key] = _fastest({name: functools.partial(_compute, name, product, operands, geo)
+                                                 for name in _algorithms(operands)})
     elif ALGORITHM in ALGORITHMS:
         algorithm = ALGORITHM if ALGORITHM in _algorithms(operands) else "columns"
     else:
