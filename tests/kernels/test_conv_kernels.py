@@ -395,7 +395,7 @@ def test_gpu_module_on_cpu_pointwise_and_launches(gpu_on_cpu):
 def test_gpu_module_on_cpu_implicit_matches_reference(gpu_on_cpu, geo, algorithm, min_split):
     """The implicit-GEMM kernels (``conv_implicit.py``: tiles in shared memory, barriers, gathers through
     the tap and position tables) against the reference; the weight gradient's reduction split into
-    shares of 5 (not a multiple of the tile's 8, some shares empty) or kept whole."""
+    shares of at most 5 (not a multiple of the tile's 8) or kept whole."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gpu_on_cpu, "ALGORITHM", algorithm)
         mp.setattr(gpu_on_cpu.conv_implicit, "_MIN_SPLIT", min_split)
