@@ -89,19 +89,20 @@ def main():
         wa = cupy.random.standard_normal((c_out, shape[1], 3, 3), dtype=cupy.float32)
         ga = cupy.random.standard_normal((shape[0], c_out) + shape[2:], dtype=cupy.float32)
         tx, tw, tg = (torch.as_tensor(a, device="cuda") for a in (xa, wa, ga))
-        cases = [("torch fwd", lambda: torch.nn.functional.conv2d(tx, tw, padding=1)),
-                 ("torch dx", lambda: torch.nn.grad.conv2d_input(shape, tw, tg, padding=1)),
-                 ("torch dw", lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tg, padding=1))]
+        cases = [("torch", "fwd", lambda: torch.nn.functional.conv2d(tx, tw, padding=1)),
+                 ("torch", "dx", lambda: torch.nn.grad.conv2d_input(shape, tw, tg, padding=1)),
+                 ("torch", "dw", lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tg, padding=1))]
         for algorithm in conv.ALGORITHMS:
-            cases += [(f"{algorithm} fwd", lambda: conv.conv2d_forward(xa, wa, 1, 1)),
-                      (f"{algorithm} dx", lambda: conv.conv2d_input_grad(ga, wa, shape, 1, 1)),
-                      (f"{algorithm} dw", lambda: conv.conv2d_weight_grad(xa, ga, wa.shape, 1, 1))]
+            cases += [(algorithm, "fwd", lambda: conv.conv2d_forward(xa, wa, 1, 1)),
+                      (algorithm, "dx", lambda: conv.conv2d_input_grad(ga, wa, shape, 1, 1)),
+                      (algorithm, "dw", lambda: conv.conv2d_weight_grad(xa, ga, wa.shape, 1, 1))]
         print(f"  {shape}->{c_out}:", flush=True)
-        for name, fn in cases:
-            conv.ALGORITHM = name.split()[0]
+        for algorithm, product, fn in cases:
+            if algorithm != "torch":
+                conv.ALGORITHM = algorithm
             r = cupyx.profiler.benchmark(fn, n_repeat=20, n_warmup=3)
-            print(f"    {name:16s} {np.median(r.cpu_times) * 1e6:6.0f} / {np.median(r.gpu_times[0]) * 1e6:6.0f}",
-                  flush=True)
+            print(f"    {algorithm + ' ' + product:16s} {np.median(r.cpu_times) * 1e6:6.0f} / "
+                  f"{np.median(r.gpu_times[0]) * 1e6:6.0f}", flush=True)
         conv.ALGORITHM = "auto"
 
 
